@@ -1,0 +1,196 @@
+"""The compile pipeline: load -> passes -> export -> target -> verify -> artifact.
+
+`prepare` does the target-independent half once (load, passes, export, reference outputs);
+`build` turns a prepared model into a verified artifact for one target. `compile_model` is
+both in one call, as `ember compile` and `ember.compile()` use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ember import __version__
+from ember.compiler.artifact import ArtifactWriter, check_output, write_manifest
+from ember.compiler.config import CompileConfig, load_config_file, validate_config
+from ember.compiler.models import load_model
+from ember.compiler.models.loaded import LoadedModel
+from ember.compiler.pipeline import PassRecord, pass_tolerance, run_passes
+from ember.compiler.progress import QUIET, Progress
+from ember.compiler.provenance import machine, tool_versions
+from ember.compiler.verify import verify_artifact
+from ember.errors import ConfigError, UserError, VerificationError
+from ember.passes.contract import PassContext
+from ember.runtime.compare import Tolerance, describe_failure
+from ember.runtime.manifest import SCHEMA_VERSION, file_record
+from ember.targets import TARGETS
+from ember.targets.onnx_io import signature
+
+REFERENCE_IO = "reference_io.npz"
+
+
+@dataclass
+class Prepared:
+    """A model after passes, exported, with its reference outputs; ready for any target."""
+
+    config: CompileConfig
+    loaded: LoadedModel
+    model: Any  # nn.Module after passes, or None for onnx: models
+    records: list[PassRecord]
+    onnx_model: Any
+    reference_outputs: dict[str, np.ndarray]
+    tolerance: Tolerance
+
+
+def resolve_config(config: CompileConfig | dict[str, Any] | str | Path, **overrides: Any
+                   ) -> CompileConfig:
+    """A CompileConfig from a config object, a mapping or a YAML path, with overrides applied."""
+    if isinstance(config, CompileConfig):
+        data = config.model_dump()
+    elif isinstance(config, dict):
+        data = dict(config)
+    else:
+        data = load_config_file(config)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{config}: expected a mapping of keys at the top level")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    source = str(config) if isinstance(config, (str, Path)) else "config"
+    return validate_config(data, source=source)
+
+
+def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
+    with progress.stage(f"loading {config.model}"):
+        loaded = load_model(config.model, config.example, config.seed, progress)
+    ctx = PassContext(example_inputs=_torch_inputs(loaded), seed=config.seed, progress=progress)
+    model, records = run_passes(loaded.module, config.passes, ctx)
+    if model is None:
+        onnx_model = loaded.onnx_model
+        with progress.stage("reference outputs (onnxruntime on the source model)"):
+            reference = _onnx_reference(onnx_model, loaded)
+    else:
+        with progress.stage("reference outputs (torch model after passes)"):
+            reference = _torch_reference(model, loaded)
+        with progress.stage("exporting to ONNX"):
+            from ember.compiler.export import export_onnx
+
+            onnx_model = export_onnx(model, loaded.inputs, loaded.output_names, loaded.dynamic_dims)
+    tolerance = _tolerance(config, loaded, records)
+    return Prepared(config, loaded, model, records, onnx_model, reference, tolerance)
+
+
+def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
+          force: bool = False, progress: Progress = QUIET) -> Path:
+    """Compile `prepared` for `target` into the artifact directory `output`, verified."""
+    config = prepared.config.model_copy(update={"target": target or prepared.config.target,
+                                                "output": str(output)})
+    config = validate_config(config.model_dump())  # target options re-checked for this target
+    spec = TARGETS[config.target]
+    available, why = spec.available()
+    if not available:
+        raise UserError(f"target {config.target} is not available here: {why}")
+    output = Path(output)
+    with ArtifactWriter(output, force) as folder:
+        with progress.stage(f"compiling for {config.target}"):
+            payload = spec.compile(prepared.onnx_model, folder, config.target_options, progress)
+        np.savez(folder / REFERENCE_IO, **_reference_arrays(prepared))
+        manifest = _manifest(prepared, config, payload, folder)
+        write_manifest(folder, manifest)
+        manifest["verification"] = _verify(prepared, config, spec.executable, folder, progress)
+        write_manifest(folder, manifest)
+    return output
+
+
+def compile_model(config: CompileConfig | dict[str, Any] | str | Path, *, force: bool = False,
+                  progress: Progress = QUIET, **overrides: Any) -> Path:
+    """Compile per `config`; returns the artifact directory. Raises UserError on bad input."""
+    config = resolve_config(config, **overrides)
+    if not config.output:
+        raise ConfigError("no output directory: set `output:` in the config or pass -o DIR")
+    check_output(Path(config.output), force)  # fail before the expensive work
+    prepared = prepare(config, progress)
+    return build(prepared, config.output, force=force, progress=progress)
+
+
+def _torch_inputs(loaded: LoadedModel) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.from_numpy(v) for k, v in loaded.inputs.items()}
+
+
+def _torch_reference(model: Any, loaded: LoadedModel) -> dict[str, np.ndarray]:
+    import torch
+
+    try:
+        with torch.no_grad():
+            out = model(*_torch_inputs(loaded).values())
+    except Exception as exc:
+        raise UserError(f"the model failed on its example inputs: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    if len(outs) != len(loaded.output_names) or not all(isinstance(o, torch.Tensor) for o in outs):
+        raise UserError("the model must return a tensor (or a tuple of tensors)")
+    return {n: o.detach().numpy() for n, o in zip(loaded.output_names, outs, strict=True)}
+
+
+def _onnx_reference(onnx_model: Any, loaded: LoadedModel) -> dict[str, np.ndarray]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    outs = session.run(loaded.output_names, loaded.inputs)
+    return dict(zip(loaded.output_names, outs, strict=True))
+
+
+def _tolerance(config: CompileConfig, loaded: LoadedModel, records: list[PassRecord]) -> Tolerance:
+    base = pass_tolerance(config.passes, records) or loaded.tolerance
+    return Tolerance(atol=config.verify.atol if config.verify.atol is not None else base.atol,
+                     rtol=config.verify.rtol if config.verify.rtol is not None else base.rtol)
+
+
+def _reference_arrays(prepared: Prepared) -> dict[str, np.ndarray]:
+    arrays = {f"input:{k}": v for k, v in prepared.loaded.inputs.items()}
+    arrays.update({f"output:{k}": v for k, v in prepared.reference_outputs.items()})
+    return arrays
+
+
+def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path) -> dict[str, Any]:
+    loaded = prepared.loaded
+    files = {name: file_record(folder / name) for name in [*payload.files, REFERENCE_IO]}
+    info = {k: v for k, v in loaded.info.items() if isinstance(v, (int, float, str, list))}
+    return {
+        "schema": SCHEMA_VERSION,
+        "ember_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": {"spec": loaded.spec, "kind": loaded.kind, "description": loaded.description,
+                  "weight_sha256": loaded.weight_sha256(), "params": loaded.parameter_count(),
+                  "info": info},
+        "target": config.target,
+        "format": payload.format,
+        "files": files,
+        "signature": signature(prepared.onnx_model),
+        "reference_io": REFERENCE_IO,
+        "passes": [r.as_dict() for r in prepared.records],
+        "verification": {"status": "pending"},
+        "target_info": payload.info,
+        "tools": tool_versions(),
+        "machine": machine(),
+        "config": config.model_dump(mode="json"),
+    }
+
+
+def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder: Path,
+            progress: Progress) -> dict[str, Any]:
+    if not executable:
+        return {"status": "skipped", "reason": f"the {config.target} target does not execute"}
+    if not config.verify.enabled:
+        return {"status": "skipped", "reason": "disabled (--no-verify)"}
+    with progress.stage("verifying against the reference"):
+        result = verify_artifact(folder, prepared.loaded.inputs, prepared.reference_outputs,
+                                 prepared.tolerance)
+    if result["status"] != "passed":
+        raise VerificationError(f"verification failed: {describe_failure(result)}")
+    return result

@@ -1,0 +1,71 @@
+"""Writing artifact directories atomically.
+
+Files are written into a hidden temporary sibling of the output directory, which is renamed
+into place only after the manifest is complete; on any error the temporary directory is
+removed, so an interrupted or failed compile leaves nothing behind. With `force`, an existing
+artifact (a directory holding a manifest, or an empty one) is replaced after the new one is
+complete; any other existing path is refused, so `--force` never deletes unrelated files.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ember.errors import ArtifactError
+from ember.runtime.manifest import MANIFEST
+
+
+def check_output(output: Path, force: bool) -> None:
+    """Refuse an existing output before any work starts (unless it is a replaceable artifact)."""
+    if not output.exists() and not output.is_symlink():
+        return
+    if not force:
+        raise ArtifactError(f"output directory {output} already exists (use --force to replace it)")
+    replaceable = output.is_dir() and not output.is_symlink() and (
+        (output / MANIFEST).is_file() or not any(output.iterdir())
+    )
+    if not replaceable:
+        raise ArtifactError(f"{output} exists and is not an ember artifact; refusing to replace it")
+
+
+class ArtifactWriter:
+    """`with ArtifactWriter(out, force) as tmp:` write into `tmp`; committed on success."""
+
+    def __init__(self, output: Path, force: bool = False) -> None:
+        self.output = output
+        self.force = force
+        check_output(output, force)
+        self.tmp = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
+
+    def __enter__(self) -> Path:
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp.mkdir()
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        try:
+            self._commit()
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+
+    def _commit(self) -> None:
+        check_output(self.output, self.force)  # it may have appeared while we worked
+        trash = None
+        if self.output.exists():
+            trash = self.output.parent / f".{self.output.name}.old-{uuid.uuid4().hex[:8]}"
+            self.output.rename(trash)
+        self.tmp.rename(self.output)
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")

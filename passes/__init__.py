@@ -1,0 +1,12 @@
+"""Graph passes on torch modules. `PASSES` is the literal registry, name -> pass class."""
+
+from __future__ import annotations
+
+from ember.passes.contract import Pass, PassContext, PassResult, Tolerance
+from ember.passes.fold_bn import FoldBatchNorm
+
+PASSES: dict[str, type] = {
+    "fold_bn": FoldBatchNorm,
+}
+
+__all__ = ["PASSES", "Pass", "PassContext", "PassResult", "Tolerance"]

@@ -1,0 +1,27 @@
+"""The ember runtime: `load(artifact_dir)` -> Session. Imports no torch.
+
+    import ember.runtime as rt
+    sess = rt.load("out/digits-cpu")          # checks every payload's sha256 first
+    outs = sess.run({"image": x})              # dict of numpy arrays in and out
+    t = sess.benchmark({"image": x}, warmup=10, repeat=50)   # median_ms, p90_ms, samples
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ember.runtime.engines import open_engine
+from ember.runtime.manifest import check_files, read_manifest
+from ember.runtime.session import Session
+from ember.runtime.timing import BenchmarkResult
+
+
+def load(artifact: str | Path, threads: int | None = None) -> Session:
+    """Open an artifact: manifest, hash check of every file, then the engine for its format."""
+    folder = Path(artifact)
+    manifest = read_manifest(folder)
+    check_files(folder, manifest)
+    return Session(folder, manifest, open_engine(folder, manifest, threads))
+
+
+__all__ = ["BenchmarkResult", "Session", "load"]

@@ -1,0 +1,54 @@
+"""Comparing outputs with a reference under a tolerance.
+
+An output passes when its shape and dtype match and every element satisfies
+|a - b| <= atol + rtol * |b| (numpy's `allclose` rule). Recorded per output: the max
+absolute error and the max error relative to the reference's largest magnitude,
+max|a - b| / max|b|.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+def compare_outputs(
+    actual: dict[str, np.ndarray], reference: dict[str, np.ndarray], tolerance: Tolerance
+) -> dict[str, Any]:
+    outputs = {name: _compare_one(actual[name], ref, tolerance) for name, ref in reference.items()}
+    return {
+        "status": "passed" if all(o["passed"] for o in outputs.values()) else "failed",
+        "tolerance": {"atol": tolerance.atol, "rtol": tolerance.rtol},
+        "outputs": outputs,
+    }
+
+
+def _compare_one(actual: np.ndarray, reference: np.ndarray, tol: Tolerance) -> dict[str, Any]:
+    if actual.shape != reference.shape or actual.dtype != reference.dtype:
+        return {"passed": False, "max_abs": None, "max_rel": None,
+                "problem": f"got {actual.dtype}{list(actual.shape)}, "
+                           f"expected {reference.dtype}{list(reference.shape)}"}
+    a, b = actual.astype(np.float64), reference.astype(np.float64)
+    diff = np.abs(a - b)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    scale = float(np.abs(b).max()) if b.size else 0.0
+    passed = bool(np.all(diff <= tol.atol + tol.rtol * np.abs(b)))
+    return {"passed": passed, "max_abs": max_abs, "max_rel": max_abs / scale if scale else max_abs}
+
+
+def describe_failure(result: dict[str, Any]) -> str:
+    """One line naming the first failing output and its error."""
+    name, worst = next((n, o) for n, o in result["outputs"].items() if not o["passed"])
+    if worst.get("problem"):
+        return f"output {name!r}: {worst['problem']}"
+    tol = result["tolerance"]
+    return (f"output {name!r}: max abs error {worst['max_abs']:.3g} "
+            f"(relative {worst['max_rel']:.3g}) exceeds atol={tol['atol']:g}, rtol={tol['rtol']:g}")

@@ -1,0 +1,31 @@
+"""ONNX Runtime (CPU execution provider) engine for `model.onnx` artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class OnnxRuntimeEngine:
+    thread_safe = True  # InferenceSession.run is safe to call concurrently
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int | None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = threads if threads is not None else manifest["target_info"].get("threads", 0)
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            str(folder / manifest["target_info"]["model_file"]), options,
+            providers=["CPUExecutionProvider"],
+        )
+        self.input_names = [s["name"] for s in manifest["signature"]["inputs"]]
+        self.output_names = [s["name"] for s in manifest["signature"]["outputs"]]
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        feeds = dict(zip(self.input_names, inputs, strict=True))
+        return self.session.run(self.output_names, feeds)

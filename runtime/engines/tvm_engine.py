@@ -1,0 +1,67 @@
+"""Apache TVM (Relax VM) engine for `model.so` artifacts.
+
+The shared library holds the compiled functions; the weights travel beside it as
+`params.safetensors` (numpy arrays, nothing unpickled) and are passed after the inputs in
+the order the manifest records. The `.so` is native code: the session loads it only after
+its sha256 matched the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ember.errors import ArtifactError
+
+
+def import_tvm():
+    """(tvm, tvm.relax), without letting tvm_ffi import torch as a side effect.
+
+    tvm_ffi imports torch eagerly when it is installed (a Windows symbol-clash workaround);
+    the runtime promises no torch import, so torch is hidden for the duration of the import
+    unless the process already has it.
+    """
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tvm_ffi skips
+    try:
+        import tvm
+        from tvm import relax
+    except ImportError:
+        raise ArtifactError("this artifact needs apache-tvm: pip install 'ember[tvm]'") from None
+    finally:
+        if hide:
+            del sys.modules["torch"]
+    return tvm, relax
+
+
+class TvmEngine:
+    thread_safe = True  # the VM is not re-entrant; `run` holds a lock
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int | None) -> None:
+        tvm, relax = import_tvm()
+        from safetensors.numpy import load_file
+
+        if threads:
+            os.environ["TVM_NUM_THREADS"] = str(threads)  # read when the thread pool starts
+        info = manifest["target_info"]
+        self.device = tvm.cpu()
+        library = tvm.runtime.load_module(str(folder / info["library"]))
+        self.vm = relax.VirtualMachine(library, self.device)
+        arrays = load_file(str(folder / info["params_file"])) if info["param_names"] else {}
+        self.params = [tvm.runtime.tensor(arrays[n], self.device) for n in info["param_names"]]
+        self.tensor = tvm.runtime.tensor
+        self.lock = threading.Lock()
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        args = [self.tensor(x, self.device) for x in inputs]
+        with self.lock:
+            result = self.vm["main"](*args, *self.params)
+        if hasattr(result, "numpy"):
+            return [result.numpy()]
+        return [item.numpy() for item in result]

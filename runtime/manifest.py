@@ -1,0 +1,65 @@
+"""The artifact manifest: reading it and checking every payload file's sha256.
+
+An artifact directory holds `manifest.json` plus the files it lists under "files", each with
+its sha256 and size. Loading refuses a missing manifest, an unknown schema, a missing file or
+a hash mismatch, before any payload (which may be native code) is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from ember.errors import ArtifactError
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_record(path: Path) -> dict[str, Any]:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def read_manifest(artifact: str | Path) -> dict[str, Any]:
+    folder = Path(artifact)
+    if not folder.is_dir():
+        raise ArtifactError(f"artifact directory not found: {folder}")
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise ArtifactError(f"{folder} is not an ember artifact: {MANIFEST} is missing")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path}: unreadable manifest ({exc.__class__.__name__})") from None
+    if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA_VERSION:
+        raise ArtifactError(f"{path}: unsupported manifest schema "
+                            f"{manifest.get('schema') if isinstance(manifest, dict) else None!r}")
+    return manifest
+
+
+def check_files(artifact: str | Path, manifest: dict[str, Any]) -> None:
+    """Every file listed in the manifest exists and matches its sha256."""
+    folder = Path(artifact)
+    for name, record in manifest.get("files", {}).items():
+        path = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ArtifactError(f"{folder}: manifest lists a file outside the artifact: {name}")
+        if not path.is_file():
+            raise ArtifactError(f"{folder}: payload file {name} is missing")
+        actual = sha256_file(path)
+        if actual != record.get("sha256"):
+            raise ArtifactError(
+                f"{folder}: sha256 checksum mismatch for {name} (expected "
+                f"{str(record.get('sha256'))[:12]}..., found {actual[:12]}...): "
+                "the file was modified after compile; refusing to load"
+            )

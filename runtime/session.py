@@ -1,0 +1,62 @@
+"""A loaded artifact: validated inputs in, named numpy outputs out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ember.runtime.compare import Tolerance, compare_outputs
+from ember.runtime.engines import Engine
+from ember.runtime.signature import check_inputs
+from ember.runtime.timing import BenchmarkResult, time_calls
+
+
+def _with_prefix(data, prefix: str) -> dict[str, np.ndarray]:
+    return {k.removeprefix(prefix): data[k] for k in data.files if k.startswith(prefix)}
+
+
+class Session:
+    def __init__(self, folder: Path, manifest: dict[str, Any], engine: Engine) -> None:
+        self.folder = folder
+        self.manifest = manifest
+        self.engine = engine
+
+    @property
+    def input_specs(self) -> list[dict[str, Any]]:
+        return self.manifest["signature"]["inputs"]
+
+    @property
+    def output_specs(self) -> list[dict[str, Any]]:
+        return self.manifest["signature"]["outputs"]
+
+    @property
+    def thread_safe(self) -> bool:
+        return self.engine.thread_safe
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        checked = check_inputs(inputs, self.input_specs)
+        outputs = self.engine.run(list(checked.values()))
+        return {spec["name"]: out for spec, out in zip(self.output_specs, outputs, strict=True)}
+
+    def benchmark(
+        self, inputs: dict[str, np.ndarray], warmup: int = 10, repeat: int = 50
+    ) -> BenchmarkResult:
+        """Time `run`'s engine call (inputs validated once, outside the timed region)."""
+        ordered = list(check_inputs(inputs, self.input_specs).values())
+        return time_calls(lambda: self.engine.run(ordered), warmup=warmup, repeat=repeat)
+
+    def reference_io(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The inputs and torch outputs stored at compile time."""
+        with np.load(self.folder / self.manifest["reference_io"], allow_pickle=False) as data:
+            inputs = _with_prefix(data, "input:")
+            outputs = _with_prefix(data, "output:")
+        return inputs, outputs
+
+    def check(self) -> dict[str, Any]:
+        """Re-run the stored reference inputs; compare with the stored outputs under the
+        tolerance the compile used (see ember.runtime.compare)."""
+        inputs, reference = self.reference_io()
+        tol = self.manifest["verification"].get("tolerance") or {"atol": 1e-5, "rtol": 1e-5}
+        return compare_outputs(self.run(inputs), reference, Tolerance(**tol))

@@ -1,0 +1,46 @@
+"""The target contract: compile an exported ONNX model into payload files in a directory.
+
+A target never executes anything at compile time except what building needs; verification
+runs the finished payload through the runtime (ember.runtime) like any user would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ember.compiler.progress import Progress
+
+if TYPE_CHECKING:
+    import onnx
+
+
+@dataclass(frozen=True)
+class Payload:
+    format: str  # runtime engine: "onnx" | "tvm" | "null"
+    files: list[str]  # relative to the artifact directory
+    info: dict[str, Any] = field(default_factory=dict)  # recorded as manifest["target_info"]
+
+
+class Target(Protocol):
+    name: str
+    description: str
+    executable: bool  # False: nothing to run, so nothing to verify
+
+    def available(self) -> tuple[bool, str]: ...
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise ValueError naming a bad option; called before any work starts."""
+
+    def compile(self, model: onnx.ModelProto, out_dir: Path, options: dict[str, Any],
+                progress: Progress) -> Payload: ...
+
+
+def check_known_options(target: str, options: dict[str, Any], known: dict[str, type]) -> None:
+    for key, value in options.items():
+        if key not in known:
+            names = ", ".join(known) or "none"
+            raise ValueError(f"unknown option {key!r} for target {target} (known: {names})")
+        if not isinstance(value, known[key]) or isinstance(value, bool) != (known[key] is bool):
+            raise ValueError(f"target option {key!r} must be {known[key].__name__}")

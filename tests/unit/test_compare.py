@@ -1,0 +1,33 @@
+"""The verification comparison rule: |a - b| <= atol + rtol * |b|, shapes and dtypes equal."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.runtime.compare import Tolerance, compare_outputs, describe_failure
+
+TOL = Tolerance(atol=1e-3, rtol=1e-2)
+
+
+def test_within_tolerance_passes_and_reports_errors():
+    ref = np.array([1.0, -200.0, 0.0], np.float32)
+    got = ref + np.array([5e-4, -1.5, 0.0], np.float32)  # 1.5 <= 1e-3 + 1e-2 * 200
+    result = compare_outputs({"y": got}, {"y": ref}, TOL)
+    assert result["status"] == "passed"
+    assert result["outputs"]["y"]["max_abs"] == 1.5
+    assert result["outputs"]["y"]["max_rel"] == 1.5 / 200
+
+
+def test_beyond_tolerance_fails_with_a_line_naming_the_output():
+    ref = np.array([1.0, 2.0], np.float32)
+    result = compare_outputs({"y": ref + 0.1}, {"y": ref}, TOL)
+    assert result["status"] == "failed"
+    assert describe_failure(result).startswith("output 'y': max abs error 0.1")
+
+
+def test_shape_or_dtype_mismatch_fails():
+    ref = np.zeros((2, 3), np.float32)
+    shape = compare_outputs({"y": np.zeros((3, 2), np.float32)}, {"y": ref}, TOL)
+    dtype = compare_outputs({"y": np.zeros((2, 3), np.float64)}, {"y": ref}, TOL)
+    assert shape["status"] == dtype["status"] == "failed"
+    assert "expected float32[2, 3]" in describe_failure(shape)

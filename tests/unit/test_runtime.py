@@ -1,0 +1,86 @@
+"""The runtime: load-time integrity checks, input checking, running and timing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ember.runtime as rt
+from ember.errors import ArtifactError, InputError
+
+
+@pytest.fixture
+def artifact(tiny_cnn_cpu, tmp_path):
+    """A private copy of the session's tiny-cnn artifact, free to damage."""
+    return shutil.copytree(tiny_cnn_cpu, tmp_path / "a")
+
+
+def test_load_run_and_reference_match(artifact):
+    session = rt.load(artifact)
+    inputs, reference = session.reference_io()
+    outputs = session.run(inputs)
+    np.testing.assert_allclose(outputs["logits"], reference["logits"], atol=1e-5, rtol=1e-5)
+    assert session.check()["status"] == "passed"
+
+
+def test_benchmark_reports_median_and_p90(artifact):
+    session = rt.load(artifact)
+    inputs, _ = session.reference_io()
+    result = session.benchmark(inputs, warmup=1, repeat=7)
+    assert len(result.samples) == 7
+    assert min(result.samples) == result.min_ms <= result.median_ms <= result.p90_ms
+    assert result.p90_ms <= max(result.samples)
+
+
+def test_tampered_payload_is_refused_naming_the_checksum(artifact):
+    model = artifact / "model.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="sha256 checksum mismatch for model.onnx"):
+        rt.load(artifact)
+
+
+def test_missing_manifest_and_missing_payload(artifact, tmp_path):
+    (artifact / "reference_io.npz").unlink()
+    with pytest.raises(ArtifactError, match="payload file reference_io.npz is missing"):
+        rt.load(artifact)
+    (artifact / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match="manifest.json is missing"):
+        rt.load(artifact)
+    with pytest.raises(ArtifactError, match="not found"):
+        rt.load(tmp_path / "nowhere")
+
+
+def test_manifest_cannot_point_outside_the_artifact(artifact):
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    manifest["files"]["../escape"] = {"sha256": "0" * 64, "bytes": 0}
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="outside the artifact"):
+        rt.load(artifact)
+
+
+def test_wrong_inputs_are_clear_errors(artifact):
+    session = rt.load(artifact)
+    x = session.reference_io()[0]["image"]
+    with pytest.raises(InputError, match="missing input 'image'"):
+        session.run({"img": x})
+    with pytest.raises(InputError, match="does not match"):
+        session.run({"image": x[:, :, :8]})
+    with pytest.raises(InputError, match="dtype float64"):
+        session.run({"image": x.astype(np.float64)})
+
+
+def test_runtime_does_not_import_torch(tiny_cnn_cpu):
+    code = (
+        "import sys, ember.runtime as rt\n"
+        f"s = rt.load({str(tiny_cnn_cpu)!r})\n"
+        "s.run(s.reference_io()[0])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,105 @@
+"""`ember inspect DIR`: what an artifact holds and how it was made."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ember.tools.table import format_table, human_bytes, human_count
+
+NAME = "inspect"
+HELP = "summarize an artifact: model, target, passes, sizes, verification"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("artifact", help="artifact directory")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ember.runtime.manifest import check_files, read_manifest
+
+    folder = Path(args.artifact)
+    manifest = read_manifest(folder)
+    if args.json:
+        print(json.dumps(manifest, indent=1))
+        return 0
+    try:
+        check_files(folder, manifest)
+        integrity = "all file checksums match"
+    except Exception as exc:  # inspect reports tampering instead of refusing to show anything
+        integrity = f"INTEGRITY PROBLEM: {exc}"
+    print(summary(folder, manifest, integrity))
+    if manifest["format"] == "null":
+        print()
+        print(op_table(json.loads((folder / manifest["target_info"]["report"]).read_text())))
+    return 0
+
+
+def summary(folder: Path, m: dict[str, Any], integrity: str) -> str:
+    model = m["model"]
+    lines = [
+        ("artifact", str(folder)),
+        ("model", f"{model['spec']}: {model['description']}"),
+        ("", f"{model['params']:,} parameters, weights sha256 {model['weight_sha256'][:16]}"),
+        ("target", f"{m['target']} (format {m['format']}){_target_detail(m)}"),
+        *[("passes" if i == 0 else "", _pass_line(r)) for i, r in enumerate(m["passes"])],
+        *[("inputs" if i == 0 else "", _tensor(s)) for i, s in enumerate(m["signature"]["inputs"])],
+        *[("outputs" if i == 0 else "", _tensor(s))
+          for i, s in enumerate(m["signature"]["outputs"])],
+        *[("files" if i == 0 else "", f"{name}  {human_bytes(rec['bytes'])}  "
+           f"sha256 {rec['sha256'][:16]}") for i, (name, rec) in enumerate(m["files"].items())],
+        ("integrity", integrity),
+        ("verified", verification_line(m["verification"])),
+        ("built", f"{m['created']} with ember {m['ember_version']} on {m['machine']['cpu']}"),
+        ("tools", ", ".join(f"{k} {v}" for k, v in m["tools"].items() if v)),
+    ]
+    if not m["passes"]:
+        lines.insert(4, ("passes", "none"))
+    return "\n".join(f"{k:<10} {v}" for k, v in lines)
+
+
+def _target_detail(m: dict[str, Any]) -> str:
+    info = m["target_info"]
+    if m["format"] == "tvm":
+        return f": {info['tvm_target']}, {len(info['param_names'])} weight tensors"
+    if m["format"] == "onnx":
+        return f": {info['execution_provider']}, opset {info['opset']}, threads {info['threads']}"
+    return ""
+
+
+def _pass_line(record: dict[str, Any]) -> str:
+    config = ",".join(f"{k}={v}" for k, v in record["config"].items())
+    stats = ", ".join(f"{k}={v}" for k, v in record["stats"].items())
+    state = "modified" if record["modified"] else "unchanged"
+    return f"{record['name']}({config}): {state}; {stats} ({record['seconds']:.2f} s)"
+
+
+def _tensor(spec: dict[str, Any]) -> str:
+    return f"{spec['name']}: {spec['dtype']}[{', '.join(str(d) for d in spec['shape'])}]"
+
+
+def verification_line(v: dict[str, Any]) -> str:
+    if v["status"] == "skipped":
+        return f"verification skipped: {v['reason']}"
+    if v["status"] != "passed" and v["status"] != "failed":
+        return f"verification {v['status']}"
+    tol = v["tolerance"]
+    worst = max(v["outputs"].items(), key=lambda kv: kv[1]["max_abs"] or 0.0)
+    return (f"verification {v['status']}: max abs error {worst[1]['max_abs']:.3g} on "
+            f"{worst[0]!r} (atol={tol['atol']:g}, rtol={tol['rtol']:g})")
+
+
+def op_table(report: dict[str, Any]) -> str:
+    rows = [[x["name"], x["op"], human_count(x["params"]), human_bytes(x["bytes"]),
+             human_count(x["macs"]), human_count(x["mults"]), human_count(x["adds"]),
+             f"{x['energy_uj']:.3g}"] for x in report["layers"]]
+    t = report["totals"]
+    rows.append(["total", "", human_count(t["params"]), human_bytes(t["bytes"]),
+                 human_count(t["macs"]), human_count(t["mults"]), human_count(t["adds"]),
+                 f"{t['energy_uj']:.3g}"])
+    headers = ["layer", "op", "params", "bytes", "MACs", "mults", "adds", "energy uJ*"]
+    table = format_table(headers, rows, right=[False, False, *[True] * 6])
+    return f"{table}\n* {report['energy_model']}"
