@@ -44,6 +44,7 @@ class Prepared:
     onnx_model: Any
     reference_outputs: dict[str, np.ndarray]
     tolerance: Tolerance
+    model_record: dict[str, Any]  # the manifest's "model" entry (hashing weights once)
 
 
 def resolve_config(config: CompileConfig | dict[str, Any] | str | Path, **overrides: Any
@@ -65,6 +66,7 @@ def resolve_config(config: CompileConfig | dict[str, Any] | str | Path, **overri
 def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
     with progress.stage(f"loading {config.model}"):
         loaded = load_model(config.model, config.example, config.seed, progress)
+    model_record = _model_record(loaded)  # before passes: the weights as loaded
     ctx = PassContext(example_inputs=_torch_inputs(loaded), seed=config.seed, progress=progress)
     model, records = run_passes(loaded.module, config.passes, ctx)
     if model is None:
@@ -79,7 +81,8 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
 
             onnx_model = export_onnx(model, loaded.inputs, loaded.output_names, loaded.dynamic_dims)
     tolerance = _tolerance(config, loaded, records)
-    return Prepared(config, loaded, model, records, onnx_model, reference, tolerance)
+    return Prepared(config, loaded, model, records, onnx_model, reference, tolerance,
+                    model_record)
 
 
 def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
@@ -157,17 +160,20 @@ def _reference_arrays(prepared: Prepared) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path) -> dict[str, Any]:
-    loaded = prepared.loaded
-    files = {name: file_record(folder / name) for name in [*payload.files, REFERENCE_IO]}
+def _model_record(loaded: LoadedModel) -> dict[str, Any]:
     info = {k: v for k, v in loaded.info.items() if isinstance(v, (int, float, str, list))}
+    return {"spec": loaded.spec, "kind": loaded.kind, "description": loaded.description,
+            "weight_sha256": loaded.weight_sha256(), "params": loaded.parameter_count(),
+            "info": info}
+
+
+def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path) -> dict[str, Any]:
+    files = {name: file_record(folder / name) for name in [*payload.files, REFERENCE_IO]}
     return {
         "schema": SCHEMA_VERSION,
         "ember_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"spec": loaded.spec, "kind": loaded.kind, "description": loaded.description,
-                  "weight_sha256": loaded.weight_sha256(), "params": loaded.parameter_count(),
-                  "info": info},
+        "model": prepared.model_record,
         "target": config.target,
         "format": payload.format,
         "files": files,

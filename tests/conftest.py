@@ -49,3 +49,15 @@ def leftovers():
         return [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.")]
 
     return find
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn_tvm(tmp_path_factory) -> Path:
+    """builtin:tiny-cnn with fold_bn, compiled for tvm once per session."""
+    if importlib.util.find_spec("tvm") is None:
+        pytest.skip("apache-tvm is not installed (pip install 'ember[tvm]')")
+    from ember.compiler.api import compile_model
+
+    out = tmp_path_factory.mktemp("artifacts") / "tiny-cnn-tvm"
+    return compile_model({"model": "builtin:tiny-cnn", "passes": ["fold_bn"], "target": "tvm",
+                          "output": str(out)})

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -76,11 +77,25 @@ def test_wrong_inputs_are_clear_errors(artifact):
         session.run({"image": x.astype(np.float64)})
 
 
-def test_runtime_does_not_import_torch(tiny_cnn_cpu):
+@pytest.mark.parametrize("fixture", ["tiny_cnn_cpu", "tiny_cnn_tvm"])
+def test_runtime_does_not_import_torch(fixture, request):
+    artifact = request.getfixturevalue(fixture)
     code = (
         "import sys, ember.runtime as rt\n"
-        f"s = rt.load({str(tiny_cnn_cpu)!r})\n"
+        f"s = rt.load({str(artifact)!r})\n"
         "s.run(s.reference_io()[0])\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_cnn_cpu", "tiny_cnn_tvm"])
+def test_sessions_are_safe_from_several_threads(fixture, request):
+    session = rt.load(request.getfixturevalue(fixture))
+    rng = np.random.default_rng(0)
+    batches = [rng.standard_normal((1, 3, 16, 16), dtype=np.float32) for _ in range(8)]
+    alone = [session.run({"image": x})["logits"] for x in batches]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda x: session.run({"image": x})["logits"], batches * 4))
+    for i, got in enumerate(together):
+        np.testing.assert_array_equal(got, alone[i % len(batches)])
