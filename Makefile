@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.ember-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install assets test demo lint clean
+.PHONY: install assets assets-text test demo lint clean
 
 $(STAMP): pyproject.toml tools/assets.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ install: $(STAMP)
 
 assets: $(STAMP)
 	$(PY) -m ember.tools.assets install
+
+assets-text: $(STAMP)
+	$(PY) -m ember.tools.assets install-text
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -7,6 +7,7 @@ both in one call, as `ember compile` and `ember.compile()` use it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,8 +30,11 @@ from ember.runtime.compare import Tolerance, describe_failure
 from ember.runtime.manifest import SCHEMA_VERSION, file_record
 from ember.targets import TARGETS
 from ember.targets.onnx_io import signature
+from ember.targets.opcount import count_ops
 
 REFERENCE_IO = "reference_io.npz"
+OP_REPORT = "ops.json"
+TOKENIZER_DIR = "tokenizer"
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Prepared:
     reference_outputs: dict[str, np.ndarray]
     tolerance: Tolerance
     model_record: dict[str, Any]  # the manifest's "model" entry (hashing weights once)
+    op_report: dict[str, Any]  # per-layer op counts of the exported graph (targets/opcount.py)
 
 
 def resolve_config(config: CompileConfig | dict[str, Any] | str | Path, **overrides: Any
@@ -81,8 +86,10 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
 
             onnx_model = export_onnx(model, loaded.inputs, loaded.output_names, loaded.dynamic_dims)
     tolerance = _tolerance(config, loaded, records)
+    with progress.stage("counting operations"):
+        op_report = count_ops(onnx_model)
     return Prepared(config, loaded, model, records, onnx_model, reference, tolerance,
-                    model_record)
+                    model_record, op_report)
 
 
 def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
@@ -100,7 +107,9 @@ def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
         with progress.stage(f"compiling for {config.target}"):
             payload = spec.compile(prepared.onnx_model, folder, config.target_options, progress)
         np.savez(folder / REFERENCE_IO, **_reference_arrays(prepared))
-        manifest = _manifest(prepared, config, payload, folder)
+        (folder / OP_REPORT).write_text(json.dumps(prepared.op_report, indent=1))
+        extra = [REFERENCE_IO, OP_REPORT, *_save_tokenizer(prepared.loaded, folder)]
+        manifest = _manifest(prepared, config, payload, folder, extra)
         write_manifest(folder, manifest)
         manifest["verification"] = _verify(prepared, config, spec.executable, folder, progress)
         write_manifest(folder, manifest)
@@ -167,8 +176,19 @@ def _model_record(loaded: LoadedModel) -> dict[str, Any]:
             "info": info}
 
 
-def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path) -> dict[str, Any]:
-    files = {name: file_record(folder / name) for name in [*payload.files, REFERENCE_IO]}
+def _save_tokenizer(loaded: LoadedModel, folder: Path) -> list[str]:
+    """Language models ship their tokenizer (tokenizer.json and config) inside the artifact."""
+    tokenizer = loaded.info.get("tokenizer")
+    if tokenizer is None:
+        return []
+    tokenizer.save_pretrained(folder / TOKENIZER_DIR)
+    return sorted(str(p.relative_to(folder)) for p in (folder / TOKENIZER_DIR).rglob("*")
+                  if p.is_file())
+
+
+def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path,
+              extra_files: list[str]) -> dict[str, Any]:
+    files = {name: file_record(folder / name) for name in [*payload.files, *extra_files]}
     return {
         "schema": SCHEMA_VERSION,
         "ember_version": __version__,
@@ -179,6 +199,8 @@ def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path) 
         "files": files,
         "signature": signature(prepared.onnx_model),
         "reference_io": REFERENCE_IO,
+        "ops": {"report": OP_REPORT, "totals": prepared.op_report["totals"]},
+        "tokenizer": TOKENIZER_DIR if prepared.loaded.info.get("tokenizer") is not None else None,
         "passes": [r.as_dict() for r in prepared.records],
         "verification": {"status": "pending"},
         "target_info": payload.info,

@@ -27,11 +27,17 @@ def time_calls(call: Callable[[], object], warmup: int = 10, repeat: int = 50) -
         raise ValueError("repeat must be >= 1 and warmup >= 0")
     for _ in range(warmup):
         call()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        call()
-        samples.append((time.perf_counter() - start) * 1e3)
+    return summarize([timed_ms(call) for _ in range(repeat)])
+
+
+def timed_ms(call: Callable[[], object]) -> float:
+    """Wall time of one call, in milliseconds."""
+    start = time.perf_counter()
+    call()
+    return (time.perf_counter() - start) * 1e3
+
+
+def summarize(samples: list[float]) -> BenchmarkResult:
     arr = np.asarray(samples)
     return BenchmarkResult(
         median_ms=float(np.median(arr)), p90_ms=float(np.percentile(arr, 90)),

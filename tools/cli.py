@@ -1,4 +1,4 @@
-"""The `ember` command: compile | run | inspect | doctor | demo.
+"""The `ember` command: compile | run | bench | inspect | doctor | demo.
 
 User errors print one line `ember: error: ...` and exit with code 2; a failed verification
 exits with 1; an unexpected error exits with 1 and shows its traceback with `--debug`.
@@ -14,14 +14,14 @@ from ember import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ember.tools import cmd_compile, cmd_demo, cmd_doctor, cmd_inspect, cmd_run
+    from ember.tools import cmd_bench, cmd_compile, cmd_demo, cmd_doctor, cmd_inspect, cmd_run
 
     parser = argparse.ArgumentParser(
         prog="ember", description="Compile, verify and run compressed neural networks.")
     parser.add_argument("--version", action="version", version=f"ember {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (cmd_compile, cmd_run, cmd_inspect, cmd_doctor, cmd_demo):
+    for module in (cmd_compile, cmd_run, cmd_bench, cmd_inspect, cmd_doctor, cmd_demo):
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
         command.set_defaults(handler=module.run)

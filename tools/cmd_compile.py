@@ -99,7 +99,7 @@ def _print_summary(out: Path) -> None:
 
     manifest = read_manifest(out)
     if manifest["format"] == "null":
-        report = json.loads((out / manifest["target_info"]["report"]).read_text())
+        report = json.loads((out / manifest["ops"]["report"]).read_text())
         print(op_table(report))
     print(f"wrote {out} ({manifest['target']}, {manifest['format']}); "
           f"{verification_line(manifest['verification'])}", file=sys.stdout)

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary(folder, manifest, integrity))
     if manifest["format"] == "null":
         print()
-        print(op_table(json.loads((folder / manifest["target_info"]["report"]).read_text())))
+        print(op_table(json.loads((folder / manifest["ops"]["report"]).read_text())))
     return 0
 
 
@@ -53,6 +53,7 @@ def summary(folder: Path, m: dict[str, Any], integrity: str) -> str:
            f"sha256 {rec['sha256'][:16]}") for i, (name, rec) in enumerate(m["files"].items())],
         ("integrity", integrity),
         ("verified", verification_line(m["verification"])),
+        ("ops", _ops_line(m["ops"]["totals"])),
         ("built", f"{m['created']} with ember {m['ember_version']} on {m['machine']['cpu']}"),
         ("tools", ", ".join(f"{k} {v}" for k, v in m["tools"].items() if v)),
     ]
@@ -103,3 +104,9 @@ def op_table(report: dict[str, Any]) -> str:
     headers = ["layer", "op", "params", "bytes", "MACs", "mults", "adds", "energy uJ*"]
     table = format_table(headers, rows, right=[False, False, *[True] * 6])
     return f"{table}\n* {report['energy_model']}"
+
+
+def _ops_line(totals: dict[str, Any]) -> str:
+    return (f"{human_count(totals['macs'])} MACs, {human_count(totals['mults'])} mults, "
+            f"{human_count(totals['adds'])} adds, {human_bytes(totals['bytes'])} of weights, "
+            f"~{totals['energy_uj']:.3g} uJ estimated")

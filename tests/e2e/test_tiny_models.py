@@ -38,7 +38,8 @@ def test_compiled_artifact_matches_torch(spec, target, tmp_path, request):
 
 def test_manifest_records_provenance(tiny_cnn_cpu):
     m = json.loads((tiny_cnn_cpu / "manifest.json").read_text())
-    assert set(m["files"]) == {"model.onnx", "reference_io.npz"}
+    assert set(m["files"]) == {"model.onnx", "reference_io.npz", "ops.json"}
+    assert m["ops"]["totals"]["macs"] > 0 and m["tokenizer"] is None
     assert all(len(r["sha256"]) == 64 for r in m["files"].values())
     assert m["passes"][0]["name"] == "fold_bn" and m["passes"][0]["stats"] == {"folded": 3}
     assert m["signature"]["inputs"] == [{"name": "image", "shape": [1, 3, 16, 16],

@@ -1,0 +1,67 @@
+"""Speedup arithmetic on synthetic timings, and the interleaving order."""
+
+from __future__ import annotations
+
+import pytest
+
+from ember.tools.bench import measure
+from ember.tools.bench.measure import choose_repeat, interleaved, paired_speedup
+
+
+def test_speedup_is_the_median_of_pairwise_ratios():
+    # ratios baseline/candidate: 2/1 = 2, 3/2 = 1.5, 4/4 = 1, 9/3 = 3, 5/10 = 0.5
+    timing = paired_speedup([1, 2, 4, 3, 10], [2, 3, 4, 9, 5])
+    assert timing.ratios == (2.0, 1.5, 1.0, 3.0, 0.5)
+    assert timing.speedup == 1.5
+    assert timing.speedup_iqr == (1.0, 2.0)
+    assert timing.candidate.median_ms == 3 and timing.baseline.median_ms == 4
+    # not the ratio of medians (4 / 3 = 1.33): pairs cancel drifts of the machine
+    assert timing.speedup != timing.baseline.median_ms / timing.candidate.median_ms
+
+
+def test_pairs_must_match():
+    with pytest.raises(ValueError):
+        paired_speedup([1.0, 2.0], [1.0])
+
+
+def test_repeat_fits_the_budget_within_bounds():
+    assert choose_repeat(pair_ms=10.0, budget_s=1.0) == 100
+    assert choose_repeat(pair_ms=10_000.0, budget_s=1.0) == measure.MIN_REPEAT
+    assert choose_repeat(pair_ms=0.001, budget_s=10.0) == measure.MAX_REPEAT
+
+
+def test_interleaving_alternates_order_and_pairs_samples(monkeypatch):
+    calls: list[str] = []
+    durations = {"cand": iter([5.0] * 2 + [1.0, 1.0, 2.0, 1.0]),  # 2 warm-up, then 4 timed
+                 "base": iter([5.0] * 2 + [2.0, 3.0, 2.0, 4.0])}
+
+    def candidate() -> str:
+        return "cand"
+
+    def baseline() -> str:
+        return "base"
+
+    def fake_timed_ms(call) -> float:
+        name = call()
+        calls.append(name)
+        return next(durations[name])
+
+    monkeypatch.setattr(measure, "timed_ms", fake_timed_ms)
+    timing = interleaved(candidate, baseline, warmup=2, repeat=4, budget_s=1.0)
+    assert calls[4:] == ["cand", "base", "base", "cand", "cand", "base", "base", "cand"]
+    assert timing.ratios == (2.0, 3.0, 1.0, 4.0)
+    assert timing.speedup == 2.5
+
+
+def test_self_baseline_times_once_per_pair(monkeypatch):
+    count = 0
+
+    def fake_timed_ms(call) -> float:
+        nonlocal count
+        count += 1
+        return 1.0
+
+    monkeypatch.setattr(measure, "timed_ms", fake_timed_ms)
+    timing = interleaved(lambda: None, None, warmup=1, repeat=5, budget_s=1.0)
+    assert count == 1 + 5
+    assert timing.speedup == 1.0 and set(timing.ratios) == {1.0}

@@ -1,0 +1,171 @@
+"""Markdown rendering of a bench report (schema v1), for a terminal or a pull request.
+
+The number formatting, the header items and the table cells defined here are shared with
+`report_html`, so both reports show the same values in the same words.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ember.tools.bench.schema import Report, Row
+
+TITLE = "ember bench report"
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "label", "target", "passes", "median ms", "p90 ms", "baseline median ms", "speedup (IQR)",
+    "throughput", "size (vs base)", "MACs (vs base)", "energy est. (vs base)", "err max abs",
+    "quality (vs base)", "status",
+)
+
+HOW_TO_READ = (
+    "Speedup is the median of pairwise baseline/candidate time ratios from interleaved runs "
+    "(> 1 means the candidate is faster); the IQR in brackets is the 25th-75th percentile "
+    "of those ratios. Latency columns are medians and 90th percentiles in milliseconds. "
+    "Energy is an estimate from op counts and the 45 nm per-op energy table, not a "
+    "measurement. Error is the largest absolute difference from the baseline's outputs. "
+    "Timings are comparable only within one report (same machine, same run)."
+)
+
+
+def sig3(x: float) -> str:
+    """`x` with 3 significant digits, without exponent unless it is tiny."""
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    rounded = float(f"{x:.3g}")
+    magnitude = math.floor(math.log10(abs(rounded)))
+    if magnitude < -3:
+        return f"{x:.2e}"
+    return f"{rounded:.{max(0, 2 - magnitude)}f}"
+
+
+def _scaled(x: float, step: float, units: tuple[str, ...], sep: str) -> str:
+    i = 0
+    while abs(float(f"{x:.3g}")) >= step and i < len(units) - 1:
+        x /= step
+        i += 1
+    return f"{sig3(x)}{sep}{units[i]}"
+
+
+def fmt_count(n: float) -> str:
+    """A count with k/M/G suffixes: 950, 1.23k, 45.6M."""
+    if isinstance(n, int) and abs(n) < 1000:
+        return str(n)
+    return _scaled(float(n), 1000.0, ("", "k", "M", "G", "T"), "")
+
+
+def fmt_bytes(n: int) -> str:
+    """A size in B, KiB, MiB or GiB."""
+    if abs(n) < 1024:
+        return f"{n} B"
+    return _scaled(float(n), 1024.0, ("B", "KiB", "MiB", "GiB", "TiB"), " ")
+
+
+def fmt_energy(uj: float) -> str:
+    """An energy given in microjoules, in µJ, mJ or J."""
+    return _scaled(uj, 1000.0, ("µJ", "mJ", "J"), " ")
+
+
+def fmt_change(new: float, old: float) -> str:
+    """Relative change from `old` to `new` as a signed percentage."""
+    if old == 0:
+        return "+0.0%" if new == 0 else "new"
+    return f"{(new / old - 1.0) * 100.0:+.1f}%"
+
+
+def fmt_speedup(row: Row) -> str:
+    """Speedup with its interquartile range, e.g. `1.52x (1.48-1.55)`."""
+    low, high = row.speedup_iqr
+    return f"{sig3(row.speedup)}x ({sig3(low)}-{sig3(high)})"
+
+
+def fmt_quality(row: Row) -> str:
+    """`metric value vs baseline_value`, or n/a without a quality measurement."""
+    q = row.quality
+    if q is None:
+        return "n/a"
+    return f"{q.metric} {sig3(q.value)} vs {sig3(q.baseline_value)}"
+
+
+def row_status(row: Row) -> str:
+    """`REGRESSION: reasons` for a flagged row, `ok` otherwise."""
+    return "REGRESSION: " + "; ".join(row.regressions) if row.regressions else "ok"
+
+
+def table_cells(row: Row) -> list[str]:
+    """The table cells of one row, in the order of TABLE_COLUMNS (plain, unescaped text)."""
+    ops, base = row.ops, row.baseline_ops
+    return [
+        row.label,
+        row.target,
+        ", ".join(row.passes) or "none",
+        sig3(row.latency.median_ms),
+        sig3(row.latency.p90_ms),
+        sig3(row.baseline_latency.median_ms),
+        fmt_speedup(row),
+        f"{fmt_count(row.throughput)} {row.throughput_unit}",
+        f"{fmt_bytes(row.size_bytes)} ({fmt_change(row.size_bytes, row.baseline_size_bytes)})",
+        f"{fmt_count(ops.macs)} ({fmt_change(ops.macs, base.macs)})",
+        f"{fmt_energy(ops.energy_uj)} ({fmt_change(ops.energy_uj, base.energy_uj)})",
+        sig3(row.error.max_abs),
+        fmt_quality(row),
+        row_status(row),
+    ]
+
+
+def _fmt_opt(value: float | None, unit: str = "") -> str:
+    return "off" if value is None else f"{value:g}{unit}"
+
+
+def header_items(report: Report) -> list[tuple[str, str]]:
+    """(name, value) pairs describing the machine, date, version and settings."""
+    m, s = report.machine, report.settings
+    threads = str(m.threads) if m.threads else "engine default"
+    tools = ", ".join(f"{k} {v or 'not installed'}" for k, v in sorted(report.tools.items()))
+    settings = (
+        f"warmup {s.warmup}, repeat {'adaptive' if s.repeat is None else s.repeat}, "
+        f"budget {s.budget_s:g} s, data {s.data or 'none'}, "
+        f"max quality drop {_fmt_opt(s.max_quality_drop)}, "
+        f"fail under speedup {_fmt_opt(s.fail_under_speedup, 'x')}"
+    )
+    return [
+        ("Machine", f"{m.cpu} ({m.cores} cores, threads: {threads}; {m.system} {m.machine})"),
+        ("Date", report.created),
+        ("ember", report.ember_version),
+        ("Settings", settings),
+        ("Tools", tools or "none recorded"),
+    ]
+
+
+def frontier_text(report: Report) -> str:
+    """The frontier labels, comma separated, or `none`."""
+    return ", ".join(report.frontier) or "none"
+
+
+def _md_cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _md_table(report: Report) -> list[str]:
+    lines = [
+        "| " + " | ".join(TABLE_COLUMNS) + " |",
+        "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|",
+    ]
+    for row in report.rows:
+        lines.append("| " + " | ".join(_md_cell(c) for c in table_cells(row)) + " |")
+    if not report.rows:
+        lines.append("| " + " | ".join(["(no rows)"] + [""] * (len(TABLE_COLUMNS) - 1)) + " |")
+    return lines
+
+
+def render_markdown(report: Report) -> str:
+    """The whole report as Markdown: header, results table, notes, regressions, frontier."""
+    lines = [f"# {TITLE}", ""]
+    lines += [f"- **{name}:** {_md_cell(value)}" for name, value in header_items(report)]
+    lines += ["", "## Results", ""] + _md_table(report)
+    lines += ["", "## How to read this", "", HOW_TO_READ, "", "## Regressions", ""]
+    lines += [f"- {_md_cell(r)}" for r in report.regressions] or ["none"]
+    lines += ["", f"**Frontier** (speed vs quality, Pareto-optimal): {frontier_text(report)}"]
+    return "\n".join(lines) + "\n"
