@@ -24,7 +24,7 @@ from ember.compiler.pipeline import PassRecord, pass_tolerance, run_passes
 from ember.compiler.progress import QUIET, Progress
 from ember.compiler.provenance import machine, tool_versions
 from ember.compiler.verify import verify_artifact
-from ember.errors import ConfigError, UserError, VerificationError
+from ember.errors import ConfigError, UnsupportedModelError, UserError, VerificationError
 from ember.passes.contract import PassContext
 from ember.runtime.compare import Tolerance, describe_failure
 from ember.runtime.manifest import SCHEMA_VERSION, file_record
@@ -52,8 +52,8 @@ class Prepared:
     op_report: dict[str, Any]  # per-layer op counts of the exported graph (targets/opcount.py)
 
 
-def resolve_config(config: CompileConfig | dict[str, Any] | str | Path, **overrides: Any
-                   ) -> CompileConfig:
+def resolve_config(config: CompileConfig | dict[str, Any] | str | Path, source: str | None = None,
+                   **overrides: Any) -> CompileConfig:
     """A CompileConfig from a config object, a mapping or a YAML path, with overrides applied."""
     if isinstance(config, CompileConfig):
         data = config.model_dump()
@@ -64,7 +64,7 @@ def resolve_config(config: CompileConfig | dict[str, Any] | str | Path, **overri
         if not isinstance(data, dict):
             raise ConfigError(f"{config}: expected a mapping of keys at the top level")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    source = str(config) if isinstance(config, (str, Path)) else "config"
+    source = source or (str(config) if isinstance(config, (str, Path)) else "config")
     return validate_config(data, source=source)
 
 
@@ -117,9 +117,10 @@ def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
 
 
 def compile_model(config: CompileConfig | dict[str, Any] | str | Path, *, force: bool = False,
-                  progress: Progress = QUIET, **overrides: Any) -> Path:
+                  progress: Progress = QUIET, source: str | None = None,
+                  **overrides: Any) -> Path:
     """Compile per `config`; returns the artifact directory. Raises UserError on bad input."""
-    config = resolve_config(config, **overrides)
+    config = resolve_config(config, source, **overrides)
     if not config.output:
         raise ConfigError("no output directory: set `output:` in the config or pass -o DIR")
     check_output(Path(config.output), force)  # fail before the expensive work
@@ -151,9 +152,16 @@ def _torch_reference(model: Any, loaded: LoadedModel) -> dict[str, np.ndarray]:
 def _onnx_reference(onnx_model: Any, loaded: LoadedModel) -> dict[str, np.ndarray]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(onnx_model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    outs = session.run(loaded.output_names, loaded.inputs)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # failures surface as the exception below
+    try:
+        session = ort.InferenceSession(onnx_model.SerializeToString(), options,
+                                       providers=["CPUExecutionProvider"])
+        outs = session.run(loaded.output_names, loaded.inputs)
+    except Exception as exc:  # ORT raises its own Fail / InvalidArgument / NotImplemented types
+        text = str(exc).strip().splitlines()
+        raise UnsupportedModelError(f"ONNX Runtime cannot run the source model: "
+                                    f"{(text[0] if text else type(exc).__name__)[:200]}") from None
     return dict(zip(loaded.output_names, outs, strict=True))
 
 
@@ -212,10 +220,12 @@ def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path,
 
 def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder: Path,
             progress: Progress) -> dict[str, Any]:
+    tolerance = {"atol": prepared.tolerance.atol, "rtol": prepared.tolerance.rtol}
     if not executable:
-        return {"status": "skipped", "reason": f"the {config.target} target does not execute"}
+        return {"status": "skipped", "reason": f"the {config.target} target does not execute",
+                "tolerance": tolerance}
     if not config.verify.enabled:
-        return {"status": "skipped", "reason": "disabled (--no-verify)"}
+        return {"status": "skipped", "reason": "disabled (--no-verify)", "tolerance": tolerance}
     with progress.stage("verifying against the reference"):
         result = verify_artifact(folder, prepared.loaded.inputs, prepared.reference_outputs,
                                  prepared.tolerance)

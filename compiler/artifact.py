@@ -21,6 +21,9 @@ from ember.runtime.manifest import MANIFEST
 
 def check_output(output: Path, force: bool) -> None:
     """Refuse an existing output before any work starts (unless it is a replaceable artifact)."""
+    blocked = next((p for p in output.absolute().parents if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ArtifactError(f"cannot write {output}: {blocked} is a file, not a directory")
     if not output.exists() and not output.is_symlink():
         return
     if not force:

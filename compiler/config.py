@@ -62,7 +62,7 @@ class CompileConfig(_Strict):
     target_options: dict[str, Any] = Field(default_factory=dict)
     output: str | None = None
     verify: VerifySpec = Field(default_factory=VerifySpec)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
     @field_validator("passes", mode="before")
     @classmethod
@@ -128,13 +128,13 @@ def validate_config(data: dict[str, Any], source: str = "config") -> CompileConf
 
 def _describe(exc: ValidationError) -> str:
     error = exc.errors()[0]
-    where = ".".join(str(p) for p in error["loc"]) or "config"
+    where = ".".join(str(p) for p in error["loc"])
     if error["type"] == "extra_forbidden":
         return f"unknown key '{where}'"
     if error["type"] == "missing":
         return f"missing key '{where}'"
     message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}"
+    return f"{where}: {message}" if where else message
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -11,7 +11,11 @@ and set the bias to `s_c * b_c + t_c`. The BatchNorm module is replaced by `nn.I
 The rewrite is exact up to fp32 rounding.
 
 Pairs are found on a `torch.fx` trace with shapes propagated from the example inputs, so the
-channel axis is checked, not assumed. What cannot be folded is counted under `skipped:*`.
+channel axis is checked, not assumed. What cannot be folded is counted under `skipped:*`,
+including BatchNorm in training mode (it normalises with batch statistics, not the running
+ones), producers whose weight or bias is shared with another module (rescaling it would
+change the other module too) and parametrized weights (weight norm, spectral norm: the
+stored tensor is recomputed, so an in-place rescale would not stick).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from typing import ClassVar
 import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
+from torch.nn.utils import parametrize
 
 from ember.passes.contract import PassContext, PassResult, Tolerance
 
@@ -46,6 +51,8 @@ class FoldBatchNorm:
         batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not batchnorms:
             return PassResult(model, False, {"folded": 0})
+        if any(m.training for m in model.modules()):  # shape propagation would update BN stats
+            return PassResult(model, False, {"folded": 0, "skipped:training_mode": len(batchnorms)})
         try:
             pairs, skipped = _foldable_pairs(model, ctx, _INTO[self.into])
         except Exception:  # torch.fx cannot trace every model (data-dependent control flow)
@@ -65,8 +72,10 @@ def _foldable_pairs(
 ) -> tuple[list[tuple[str, str]], dict[str, int]]:
     graph_module = fx.symbolic_trace(model)
     if ctx.example_inputs:
-        ShapeProp(graph_module).propagate(*ctx.example_inputs.values())
+        with torch.no_grad():
+            ShapeProp(graph_module).propagate(*ctx.example_inputs.values())
     modules = dict(model.named_modules())
+    shared = _shared_parameter_ids(model)
     calls = Counter(n.target for n in graph_module.graph.nodes if n.op == "call_module")
     pairs: list[tuple[str, str]] = []
     skipped: Counter[str] = Counter()
@@ -74,7 +83,7 @@ def _foldable_pairs(
         if node.op == "call_module" and isinstance(
             modules[node.target], nn.modules.batchnorm._BatchNorm
         ):
-            reason = _why_not_foldable(node, modules, calls, producers)
+            reason = _why_not_foldable(node, modules, calls, producers, shared)
             if reason:
                 skipped[f"skipped:{reason}"] += 1
             else:
@@ -82,8 +91,15 @@ def _foldable_pairs(
     return pairs, dict(skipped)
 
 
+def _shared_parameter_ids(model: nn.Module) -> set[int]:
+    """ids of parameters that more than one module holds."""
+    counts = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    return {pid for pid, n in counts.items() if n > 1}
+
+
 def _why_not_foldable(
-    bn_node: fx.Node, modules: dict[str, nn.Module], calls: Counter, producers: tuple[type, ...]
+    bn_node: fx.Node, modules: dict[str, nn.Module], calls: Counter, producers: tuple[type, ...],
+    shared: set[int],
 ) -> str | None:
     """The reason a BatchNorm cannot be folded into its input's producer, or None."""
     bn = modules[bn_node.target]
@@ -95,6 +111,10 @@ def _why_not_foldable(
         return "input_not_conv_or_linear"
     if len(src.users) != 1:
         return "producer_output_shared"
+    if parametrize.is_parametrized(producer):
+        return "parametrized_weight"
+    if any(id(p) in shared for p in producer.parameters(recurse=False)):
+        return "shared_weight"
     if calls[src.target] != 1 or calls[bn_node.target] != 1:
         return "module_called_twice"
     if bn.running_mean is None or bn.running_var is None:

@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
 from ember.errors import ArtifactError
 
 MANIFEST = "manifest.json"
@@ -44,16 +47,71 @@ def read_manifest(artifact: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMA_VERSION:
         raise ArtifactError(f"{path}: unsupported manifest schema "
                             f"{manifest.get('schema') if isinstance(manifest, dict) else None!r}")
+    _check_structure(path, manifest)
     return manifest
+
+
+class _Tensor(BaseModel):
+    name: str
+    shape: list[int | str]
+    dtype: str
+
+    @field_validator("dtype")
+    @classmethod
+    def _numpy_dtype(cls, value: str) -> str:
+        np.dtype(value)  # raises TypeError for names numpy does not know
+        return value
+
+
+class _FileRecord(BaseModel):
+    sha256: str
+    bytes: int
+
+
+class _Shape(BaseModel):
+    """The parts of a manifest the runtime relies on (other keys are informational)."""
+
+    files: dict[str, _FileRecord] = Field(min_length=1)
+    format: str
+    target: str
+    signature: dict[str, list[_Tensor]]
+    verification: dict[str, Any]
+    target_info: dict[str, Any]
+    reference_io: str
+    ops: dict[str, Any]
+
+
+def _check_structure(path: Path, manifest: dict[str, Any]) -> None:
+    try:
+        shape = _Shape.model_validate(manifest)
+    except (ValidationError, TypeError) as exc:
+        detail = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": exc}
+        where = ".".join(str(p) for p in detail["loc"]) or "manifest"
+        raise ArtifactError(f"{path}: malformed manifest at {where}: {detail['msg']}") from None
+    if set(shape.signature) != {"inputs", "outputs"}:
+        raise ArtifactError(f"{path}: malformed manifest: signature needs inputs and outputs")
+
+
+def payload_path(folder: Path, manifest: dict[str, Any], name: Any) -> Path:
+    """The path of a file the manifest lists (and so hash-checks), confined to the artifact."""
+    if not isinstance(name, str) or name not in manifest["files"]:
+        raise ArtifactError(f"{folder}: the manifest refers to {name!r}, which is not among its "
+                            "hash-checked files")
+    path = (folder / name).resolve()
+    if not path.is_relative_to(folder.resolve()):
+        raise ArtifactError(f"{folder}: {name} resolves outside the artifact")
+    return path
 
 
 def check_files(artifact: str | Path, manifest: dict[str, Any]) -> None:
     """Every file listed in the manifest exists and matches its sha256."""
     folder = Path(artifact)
-    for name, record in manifest.get("files", {}).items():
+    for name, record in manifest["files"].items():
         path = folder / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise ArtifactError(f"{folder}: manifest lists a file outside the artifact: {name}")
+        if not path.resolve().is_relative_to(folder.resolve()):
+            raise ArtifactError(f"{folder}: {name} resolves outside the artifact")
         if not path.is_file():
             raise ArtifactError(f"{folder}: payload file {name} is missing")
         actual = sha256_file(path)

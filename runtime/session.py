@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from ember.errors import ArtifactError, InputError
 from ember.runtime.compare import Tolerance, compare_outputs
 from ember.runtime.engines import Engine
+from ember.runtime.manifest import payload_path
 from ember.runtime.signature import check_inputs
 from ember.runtime.timing import BenchmarkResult, time_calls
 
@@ -38,7 +40,13 @@ class Session:
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         checked = check_inputs(inputs, self.input_specs)
-        outputs = self.engine.run(list(checked.values()))
+        try:
+            outputs = self.engine.run(list(checked.values()))
+        except Exception as exc:  # signature-valid inputs the engine rejects (e.g. token ids
+            #                       outside the vocabulary): a problem with the values given
+            text = str(exc).strip().splitlines()
+            raise InputError(f"the {self.manifest['format']} engine failed on these inputs: "
+                             f"{(text[0] if text else type(exc).__name__)[:200]}") from None
         return {spec["name"]: out for spec, out in zip(self.output_specs, outputs, strict=True)}
 
     def prepared_call(self, inputs: dict[str, np.ndarray]) -> Callable[[], list[np.ndarray]]:
@@ -54,7 +62,8 @@ class Session:
 
     def reference_io(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The inputs and torch outputs stored at compile time."""
-        with np.load(self.folder / self.manifest["reference_io"], allow_pickle=False) as data:
+        path = payload_path(self.folder, self.manifest, self.manifest["reference_io"])
+        with np.load(path, allow_pickle=False) as data:
             inputs = _with_prefix(data, "input:")
             outputs = _with_prefix(data, "output:")
         return inputs, outputs
@@ -63,5 +72,7 @@ class Session:
         """Re-run the stored reference inputs; compare with the stored outputs under the
         tolerance the compile used (see ember.runtime.compare)."""
         inputs, reference = self.reference_io()
-        tol = self.manifest["verification"].get("tolerance") or {"atol": 1e-5, "rtol": 1e-5}
+        tol = self.manifest["verification"].get("tolerance")
+        if not isinstance(tol, dict) or set(tol) != {"atol", "rtol"}:
+            raise ArtifactError(f"{self.folder}: the manifest records no verification tolerance")
         return compare_outputs(self.run(inputs), reference, Tolerance(**tol))

@@ -22,6 +22,9 @@ def tensor_spec(name: str, shape: list[Dim], dtype: str) -> dict[str, Any]:
 
 def check_inputs(inputs: dict[str, Any], specs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Validated inputs as contiguous arrays, in signature order; InputError otherwise."""
+    if not isinstance(inputs, dict):
+        raise InputError(f"inputs must be a dict of name -> numpy array, "
+                         f"got {type(inputs).__name__}")
     expected = [s["name"] for s in specs]
     missing = [n for n in expected if n not in inputs]
     extra = [n for n in inputs if n not in expected]
@@ -38,8 +41,9 @@ def check_inputs(inputs: dict[str, Any], specs: list[dict[str, Any]]) -> dict[st
 
 def _check_one(spec: dict[str, Any], value: Any, bound: dict[str, int]) -> np.ndarray:
     name, shape, dtype = spec["name"], spec["shape"], spec["dtype"]
-    if not isinstance(value, np.ndarray):
-        raise InputError(f"input {name!r}: expected a numpy array, got {type(value).__name__}")
+    if not isinstance(value, np.ndarray) or isinstance(value, np.ma.MaskedArray):
+        raise InputError(f"input {name!r}: expected a plain numpy array, got "
+                         f"{type(value).__name__}")
     if value.dtype != np.dtype(dtype):
         raise InputError(f"input {name!r}: dtype {value.dtype} does not match the model's {dtype}")
     if value.ndim != len(shape):

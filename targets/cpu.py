@@ -27,8 +27,8 @@ class CpuTarget:
 
     def check_options(self, options: dict[str, Any]) -> None:
         check_known_options(self.name, options, self.options)
-        if options.get("threads", 0) < 0:
-            raise ValueError("target option 'threads' must be >= 0")
+        if not 0 <= options.get("threads", 0) <= 1024:
+            raise ValueError("target option 'threads' must be 0..1024 (0: ONNX Runtime chooses)")
 
     def compile(self, model, out_dir: Path, options: dict[str, Any], progress: Progress) -> Payload:
         import onnxruntime

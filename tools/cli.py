@@ -7,6 +7,7 @@ exits with 1; an unexpected error exits with 1 and shows its traceback with `--d
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)  # argparse itself exits with 2 on bad flags
     from ember.errors import UserError, VerificationError
 
+    signal.signal(signal.SIGTERM, _interrupt)  # so a killed compile cleans up like Ctrl-C
     try:
         return int(args.handler(args) or 0)
     except UserError as exc:
@@ -49,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"ember: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
-              "traceback)", file=sys.stderr)
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(f"ember: internal error: {type(exc).__name__}: {first} (rerun with --debug for "
+              "the traceback)", file=sys.stderr)
         return 1
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from ember.compiler.progress import Progress
 
     config = _config(args)
+    source = args.config or "flags"
     progress = Progress(verbose=False if args.quiet else None)
-    out = compile_model(config, force=args.force, progress=progress)
+    out = compile_model(config, force=args.force, progress=progress, source=source)
     _print_summary(out)
     return 0
 
@@ -57,9 +58,9 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     if args.passes is not None:
         data["passes"] = [parse_pass_flag(flag) for flag in args.passes]
     if args.target_options:
-        data["target_options"] = {**data.get("target_options", {}),
+        data["target_options"] = {**_mapping(data, "target_options", args.config),
                                   **dict(_key_value(o) for o in args.target_options)}
-    example = dict(data.get("example") or {})
+    example = dict(_mapping(data, "example", args.config))
     if args.tokens is not None:
         example["tokens"] = args.tokens
     if args.shape is not None:
@@ -69,8 +70,19 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     if example:
         data["example"] = example
     if args.no_verify:
-        data["verify"] = {**data.get("verify", {}), "enabled": False}
+        data["verify"] = {**_mapping(data, "verify", args.config), "enabled": False}
     return data
+
+
+def _mapping(data: dict[str, Any], key: str, source: str | None) -> dict[str, Any]:
+    """A config section that flags are merged into; it must be a mapping."""
+    from ember.errors import ConfigError
+
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source or 'config'}: {key} must be a mapping, "
+                          f"got {type(value).__name__}")
+    return value
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -88,7 +100,7 @@ def _shape(text: str) -> list[int]:
     from ember.errors import ConfigError
 
     try:
-        return [int(x) for x in text.replace("x", ",").split(",") if x.strip()]
+        return [int(x) for x in text.replace("x", ",").split(",")]
     except ValueError:
         raise ConfigError(f"--shape {text!r}: expected integers like 1,3,32,32") from None
 

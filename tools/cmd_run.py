@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
     import ember.runtime as rt
     from ember.errors import InputError
 
+    if args.threads is not None and not 1 <= args.threads <= 1024:
+        raise InputError("--threads must be 1..1024")
     session = rt.load(args.artifact, threads=args.threads)
     if args.check and args.input:
         raise InputError("--check runs the stored reference inputs; do not combine with --input")
@@ -66,9 +68,14 @@ def _preview(value: np.ndarray) -> str:
 
 
 def _save(outputs: dict[str, np.ndarray], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, value in outputs.items():
-        np.save(folder / f"{name.replace('/', '_')}.npy", value)
+    from ember.errors import UserError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, value in outputs.items():
+            np.save(folder / f"{name.replace('/', '_')}.npy", value)
+    except OSError as exc:
+        raise UserError(f"--save {folder}: {exc.strerror or exc}") from None
 
 
 def _check(session) -> int:

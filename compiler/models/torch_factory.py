@@ -23,7 +23,11 @@ def torch_factory(spec: str, target: str, example: ExampleSpec, seed: int) -> Lo
         raise ModelSpecError(f"{spec}: cannot import {module_name}: {exc}") from None
     except AttributeError:
         raise ModelSpecError(f"{spec}: {module_name} has no attribute {attr!r}") from None
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:
+        raise ModelSpecError(f"{spec}: the factory raised {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"{spec}: factory returned {type(model).__name__}, not an nn.Module")
     name = first_argument_name(model)

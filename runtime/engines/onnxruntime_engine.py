@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ember.runtime.manifest import payload_path
+
 
 class OnnxRuntimeEngine:
     thread_safe = True  # InferenceSession.run is safe to call concurrently
@@ -18,9 +20,9 @@ class OnnxRuntimeEngine:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         threads = threads if threads is not None else manifest["target_info"].get("threads", 0)
         options.intra_op_num_threads = threads
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # errors surface as exceptions
         self.session = ort.InferenceSession(
-            str(folder / manifest["target_info"]["model_file"]), options,
+            str(payload_path(folder, manifest, manifest["target_info"].get("model_file"))), options,
             providers=["CPUExecutionProvider"],
         )
         self.input_names = [s["name"] for s in manifest["signature"]["inputs"]]

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ember.errors import ArtifactError
+from ember.runtime.manifest import payload_path
 
 
 def import_tvm():
@@ -51,10 +52,15 @@ class TvmEngine:
             os.environ["TVM_NUM_THREADS"] = str(threads)  # read when the thread pool starts
         info = manifest["target_info"]
         self.device = tvm.cpu()
-        library = tvm.runtime.load_module(str(folder / info["library"]))
+        library = tvm.runtime.load_module(str(payload_path(folder, manifest, info.get("library"))))
         self.vm = relax.VirtualMachine(library, self.device)
-        arrays = load_file(str(folder / info["params_file"])) if info["param_names"] else {}
-        self.params = [tvm.runtime.tensor(arrays[n], self.device) for n in info["param_names"]]
+        names = info.get("param_names") or []
+        arrays = load_file(str(payload_path(folder, manifest, info.get("params_file")))) if names \
+            else {}
+        missing = [n for n in names if n not in arrays]
+        if missing:
+            raise ArtifactError(f"{folder}: weight {missing[0]!r} is missing from the params file")
+        self.params = [tvm.runtime.tensor(arrays[n], self.device) for n in names]
         self.tensor = tvm.runtime.tensor
         self.lock = threading.Lock()
 

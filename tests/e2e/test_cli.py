@@ -113,7 +113,29 @@ BAD_COMPILES = {
     "onnx file missing": (lambda p: ["--model", f"onnx:{p}/none.onnx"], "file not found"),
     "wrong example kind": (lambda p: ["--model", "builtin:tiny-llama", "--shape", "1,3,8,8"],
                            "is a language model"),
+    "example not a mapping": (lambda p: [_bad_config(p, "model: builtin:tiny-cnn\n"
+                                                        "example: [1, 3, 16, 16]\n")],
+                              "example must be a mapping"),
+    "negative seed": (lambda p: ["--model", "builtin:tiny-cnn", "--seed", "-1"], "seed"),
+    "empty shape entry": (lambda p: ["--model", "builtin:tiny-cnn", "--shape", "1,,16,16"],
+                          "expected integers"),
+    "onnx op onnxruntime lacks": (lambda p: ["--model", f"onnx:{_unknown_op_onnx(p)}"],
+                                  "ONNX Runtime cannot run the source model"),
 }
+
+
+def _unknown_op_onnx(folder) -> str:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("Sprinkle", ["x"], ["y"], domain="com.example")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 2])], [helper.make_tensor_value_info(
+        "y", TensorProto.FLOAT, [1, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid("com.example", 1)])
+    path = folder / "custom.onnx"
+    path.write_bytes(model.SerializeToString())
+    return str(path)
 
 
 @pytest.mark.parametrize("case", list(BAD_COMPILES))
@@ -190,3 +212,20 @@ def test_tvm_with_symbolic_shapes_is_a_clear_error(tmp_path, capsys, leftovers, 
     assert code == 2
     assert "the tvm target needs fixed shapes" in _one_error_line(err)
     assert not out.exists() and leftovers(tmp_path, "dyn") == []
+
+
+def test_output_under_a_file_fails_before_any_work(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    code, _, err = _ember(capsys, "compile", "--model", "builtin:tiny-cnn", "-o",
+                          str(tmp_path / "f" / "out"))
+    assert code == 2 and "is a file, not a directory" in _one_error_line(err)
+
+
+def test_values_the_engine_rejects_are_input_errors(tmp_path, capsys):
+    out = tmp_path / "lm"
+    assert main(["compile", "--model", "builtin:tiny-llama", "--tokens", "4", "-o", str(out),
+                 "--quiet"]) == 0
+    np.save(tmp_path / "oov.npy", np.full((1, 4), 999, np.int64))  # vocabulary is 256
+    capsys.readouterr()
+    code, _, err = _ember(capsys, "run", str(out), "--input", f"input_ids={tmp_path}/oov.npy")
+    assert code == 2 and "engine failed on these inputs" in _one_error_line(err)

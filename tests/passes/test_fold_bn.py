@@ -145,3 +145,32 @@ def test_into_conv_leaves_linear_batchnorm():
 def test_invalid_parameter_names_the_field():
     with pytest.raises(ValueError, match="into must be one of"):
         FoldBatchNorm(into="lstm")
+
+
+class _SharedWeight(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 3, padding=1)
+        self.b = nn.Conv2d(3, 3, 3, padding=1)
+        self.b.weight = self.a.weight  # tied: folding BN into `a` would rescale `b` too
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.bn(self.a(x)) + self.b(x)
+
+
+def test_declines_shared_and_parametrized_weights_and_training_mode():
+    x = torch.randn(1, 3, 6, 6)
+    shared = _randomize(_SharedWeight())
+    assert FoldBatchNorm()(shared, _ctx(x)).stats["skipped:shared_weight"] == 1
+
+    normed = nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Conv2d(3, 4, 3)),
+                           nn.BatchNorm2d(4))
+    normed = _randomize(normed)
+    assert FoldBatchNorm()(normed, _ctx(x)).stats["skipped:parametrized_weight"] == 1
+
+    training = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
+    stats_before = training[1].running_mean.clone()
+    result = FoldBatchNorm()(training, _ctx(x))
+    assert not result.modified and result.stats["skipped:training_mode"] == 1
+    assert torch.equal(training[1].running_mean, stats_before)  # the input model is untouched

@@ -99,3 +99,29 @@ def test_sessions_are_safe_from_several_threads(fixture, request):
         together = list(pool.map(lambda x: session.run({"image": x})["logits"], batches * 4))
     for i, got in enumerate(together):
         np.testing.assert_array_equal(got, alone[i % len(batches)])
+
+
+def _edit_manifest(artifact, change) -> None:
+    manifest = json.loads((artifact / "manifest.json").read_text())
+    change(manifest)
+    (artifact / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["files"].pop("model.onnx"), "not among its hash-checked files"),
+        (lambda m: m["target_info"].update(model_file="/etc/hostname"),
+         "not among its hash-checked files"),
+        (lambda m: m.update(reference_io="../elsewhere.npz"), "not among its hash-checked"),
+        (lambda m: m.update(files=[]), "malformed manifest at files"),
+        (lambda m: m.update(files={}), "malformed manifest at files"),
+        (lambda m: m.pop("signature"), "malformed manifest at signature"),
+        (lambda m: m["signature"]["inputs"][0].update(dtype="float99"), "malformed manifest"),
+    ],
+)
+def test_manifest_cannot_smuggle_unchecked_files_or_break_the_runtime(artifact, change, message):
+    _edit_manifest(artifact, change)
+    with pytest.raises(ArtifactError, match=message):
+        session = rt.load(artifact)
+        session.run(session.reference_io()[0])

@@ -30,7 +30,7 @@ def test_accepts_symbolic_dims_bound_consistently():
         (lambda d: d.update(ids=np.zeros((1, 5, 1), np.int64)), "has rank 3"),
         (lambda d: d.update(ids=np.zeros((2, 5), np.int64)), "does not match [1, seq] (axis 0)"),
         (lambda d: d.update(mask=np.ones((1, 4), np.float32)), "dim 'seq' is 4 here but 5"),
-        (lambda d: d.update(ids=[[1, 2]]), "expected a numpy array"),
+        (lambda d: d.update(ids=[[1, 2]]), "expected a plain numpy array"),
     ],
 )
 def test_rejects_bad_inputs(mutate, message):
