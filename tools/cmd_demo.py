@@ -14,6 +14,8 @@ HELP = ("compile builtin:smollm2-135m and builtin:digits-cnn for cpu and tvm, ve
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=32, help="SmolLM2 prefill length (default 32)")
     p.add_argument("--output-dir", help="keep the artifacts here (default: a temporary dir)")
+    p.add_argument("--report-dir", default="ember-demo-report",
+                   help="where the bench report goes (default ./ember-demo-report)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if out_dir is not None and out_dir.exists() and any(out_dir.iterdir()):
         raise ConfigError(f"--output-dir {out_dir} exists and is not empty")
     progress = Progress(verbose=True)
-    rows = run_demo(out_dir, args.tokens, progress)
+    rows, report = run_demo(out_dir, Path(args.report_dir), args.tokens, progress)
     host = machine()
     print()
     print(f"ember demo on {host['cpu']}, {host['cores']} cores, Python "
@@ -39,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
           "passed its\nverification tolerance (digits-cnn atol 1e-5, SmolLM2 atol 3e-4, see "
           "`ember inspect`).\nThe tvm target is untuned LLVM code for now; schedules and tuning "
           "come with the TVM performance work.")
+    quality = "; ".join(f"{r.label} {r.quality.metric} {r.quality.value:.4g}"
+                        for r in report.rows if r.quality is not None)
+    print(f"\nbench report (each target vs the model's ONNX Runtime artifact, interleaved): "
+          f"{args.report_dir}/report.md, report.html, report.json\n{quality}")
     if out_dir:
         print(f"artifacts kept in {out_dir}; try `ember inspect {out_dir}/digits-cnn-tvm`")
     return 0

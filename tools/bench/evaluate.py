@@ -38,7 +38,8 @@ def evaluate(candidate: Path, baseline: Baseline, options: BenchOptions,
     base = cand if baseline.is_self else rt.load(baseline.folder, threads=options.threads)
     inputs, _ = cand.reference_io()
     timing = _time_pair(cand, None if baseline.is_self else base, inputs, options, progress)
-    quality = measure_quality(options.data, cand, base) if options.data else None
+    outputs = cand.run(inputs), base.run(inputs)  # shared by the error and agreement metrics
+    quality = measure_quality(options.data, cand, base, outputs) if options.data else None
     row = Row(
         label=candidate.name, artifact=str(candidate), model=cand.manifest["model"]["spec"],
         target=cand.manifest["target"], passes=_passes(cand.manifest),
@@ -51,7 +52,7 @@ def evaluate(candidate: Path, baseline: Baseline, options: BenchOptions,
         baseline_size_bytes=_payload_bytes(base.manifest),
         ops=Ops(**cand.manifest["ops"]["totals"]),
         baseline_ops=Ops(**base.manifest["ops"]["totals"]),
-        layers=_layers(cand, base), error=_error(cand, base, inputs), quality=quality,
+        layers=_layers(cand, base), error=_error(cand, *outputs), quality=quality,
         regressions=[],
     )
     return row.model_copy(update={"regressions": regressions(row, options.max_quality_drop)})
@@ -129,8 +130,8 @@ def _layers(cand: rt.Session, base: rt.Session) -> list[LayerOps]:
             for name in dict.fromkeys([*b, *c])]
 
 
-def _error(cand: rt.Session, base: rt.Session, inputs: dict[str, np.ndarray]) -> ErrorVsBaseline:
-    a, b = cand.run(inputs), base.run(inputs)
+def _error(cand: rt.Session, a: dict[str, np.ndarray], b: dict[str, np.ndarray]
+           ) -> ErrorVsBaseline:
     name = cand.output_specs[0]["name"]
     x, y = a[name].astype(np.float64), b[name].astype(np.float64)
     max_abs = float(np.abs(x - y).max()) if x.size else 0.0

@@ -30,10 +30,13 @@ def parse_data(spec: str | None) -> str | None:
     raise UserError(f"--data {spec!r}: expected text:CORPUS, digits or agreement")
 
 
-def measure_quality(spec: str, candidate: Session, baseline: Session) -> Quality:
+def measure_quality(spec: str, candidate: Session, baseline: Session,
+                    reference_outputs: tuple[dict, dict] | None = None) -> Quality:
+    """`reference_outputs`: (candidate, baseline) outputs on the candidate's reference inputs,
+    when the caller already has them (agreement needs nothing else)."""
     if spec == "agreement":
-        inputs, _ = candidate.reference_io()
-        a, b = candidate.run(inputs), baseline.run(inputs)
+        a, b = reference_outputs or (candidate.run(candidate.reference_io()[0]),
+                                     baseline.run(candidate.reference_io()[0]))
         name = candidate.output_specs[0]["name"]
         top, _ = metrics.agreement(a[name], b[name])
         value = top if top is not None else 1.0

@@ -89,7 +89,11 @@ def _latency_plot(rows: list[Row]) -> str:
         ax.bar([x + offset for x in xs], medians, width, label=name,
                yerr=[[0.0] * len(lats), up], capsize=4)
     ax.set_xticks(xs, [_mpl_text(_short(r.label)) for r in rows], rotation=20, ha="right")
-    ax.set_ylabel("latency, ms (bar: median, whisker: p90)")
+    medians = [x.median_ms for r in rows for x in (r.latency, r.baseline_latency)]
+    log = bool(medians) and min(medians) > 0 and max(medians) / min(medians) > 50
+    if log:  # rows spanning orders of magnitude: keep the fast ones visible
+        ax.set_yscale("log")
+    ax.set_ylabel("latency, ms" + (" (log)" if log else "") + " (bar: median, whisker: p90)")
     ax.set_title("Latency per artifact")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
