@@ -15,9 +15,13 @@ multiplications and K - 1 additions (plus one for a bias). So, with `out` output
 MACs are the multiply-accumulates of Conv, MatMul and Gemm only. Other ops (ReLU,
 comparisons, data movement) count zero arithmetic. Parameters are floating-point
 initializer elements (not shape or axis vectors), each counted once at its first consumer.
+ConvInteger and MatMulInteger count the same way (their zero points are folded into the
+integer accumulation) and are costed as int8 arithmetic.
+
 The energy figure is an estimate from 45 nm per-operation energies (Horowitz, ISSCC
-2014): fp32 multiply 3.7 pJ, fp32 add 0.9 pJ, DRAM read 160 pJ per byte (weights read
-once); it is labelled an estimate everywhere.
+2014): fp32 multiply 3.7 pJ and add 0.9 pJ (so an fp32 MAC is 4.6 pJ), int8 multiply 0.2 pJ
+and add 0.03 pJ, DRAM read 160 pJ per byte (weights read once); it is labelled an estimate
+everywhere.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-ENERGY_PJ = {"mult": 3.7, "add": 0.9, "dram_byte": 160.0}
-ENERGY_MODEL = "estimate: 45 nm fp32 (Horowitz, ISSCC 2014): mult 3.7 pJ, add 0.9 pJ, DRAM 160 pJ/B"
+ENERGY_PJ = {"mult": 3.7, "add": 0.9, "int8_mult": 0.2, "int8_add": 0.03, "dram_byte": 160.0}
+ENERGY_MODEL = ("estimate: 45 nm (Horowitz, ISSCC 2014): fp32 mult 3.7 pJ, add 0.9 pJ; "
+                "int8 mult 0.2 pJ, add 0.03 pJ; DRAM 160 pJ/B")
+INT8_OPS = ("ConvInteger", "MatMulInteger")
 
 
 @dataclass
@@ -42,7 +48,9 @@ class LayerCount:
 
     @property
     def energy_uj(self) -> float:
-        picojoules = (self.mults * ENERGY_PJ["mult"] + self.adds * ENERGY_PJ["add"]
+        prefix = "int8_" if self.op in INT8_OPS else ""
+        picojoules = (self.mults * ENERGY_PJ[f"{prefix}mult"]
+                      + self.adds * ENERGY_PJ[f"{prefix}add"]
                       + self.bytes * ENERGY_PJ["dram_byte"])
         return picojoules * 1e-6
 
@@ -55,7 +63,8 @@ def count_ops(model) -> dict[str, Any]:
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     shapes = _known_shapes(inferred)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    weights = {k: v for k, v in weights.items() if v.dtype.kind == "f"}  # not shapes or axes
+    # weights: floats and 8-bit integers; not int64 shape or axis vectors
+    weights = {k: v for k, v in weights.items() if v.dtype.kind == "f" or v.dtype.itemsize == 1}
     seen: set[str] = set()
     layers = []
     for node in inferred.graph.node:
@@ -109,14 +118,15 @@ def _arithmetic(node, shapes: dict[str, list[int]], weights, layer: LayerCount) 
         return
     out = math.prod(out_shape)
     op = node.op_type
-    if op == "Conv":
+    if op in ("Conv", "ConvInteger"):
         w = shapes.get(node.input[1])
         if w is None:
             return
         k = math.prod(w[1:])
         layer.macs = layer.mults = out * k
-        layer.adds = out * (k - 1) + (out if len(node.input) > 2 and node.input[2] else 0)
-    elif op in ("MatMul", "Gemm"):
+        has_bias = op == "Conv" and len(node.input) > 2 and node.input[2]  # ConvInteger: zero pt
+        layer.adds = out * (k - 1) + (out if has_bias else 0)
+    elif op in ("MatMul", "Gemm", "MatMulInteger"):
         a = shapes.get(node.input[0])
         if a is None:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -75,3 +76,15 @@ def test_energy_estimate_follows_the_stated_model():
     totals = count_ops(export_onnx(ConvNet().eval(), {"image": x}, ["logits"], {}))["totals"]
     expected_pj = totals["mults"] * 3.7 + totals["adds"] * 0.9 + totals["bytes"] * 160.0
     assert abs(totals["energy_uj"] - expected_pj * 1e-6) < 1e-9
+
+
+def test_integer_matmul_counts_and_int8_energy():
+    a = helper.make_tensor_value_info("a", TensorProto.UINT8, [4, 6])
+    w = numpy_helper.from_array(np.ones((6, 5), np.int8), "w")
+    node = helper.make_node("MatMulInteger", ["a", "w"], ["y"])
+    model = helper.make_model(helper.make_graph(
+        [node], "g", [a], [helper.make_tensor_value_info("y", TensorProto.INT32, None)], [w]))
+    (layer,) = count_ops(model)["layers"]
+    assert (layer["macs"], layer["mults"], layer["adds"]) == (120, 120, 20 * 5)
+    assert (layer["params"], layer["bytes"]) == (30, 30)
+    assert layer["energy_uj"] == pytest.approx((120 * 0.2 + 100 * 0.03 + 30 * 160.0) * 1e-6)
