@@ -1,11 +1,9 @@
 """`tvm`: Apache TVM Relax, built for the host CPU with LLVM into a shared library.
 
 The exported ONNX is imported with `relax.frontend.onnx.from_onnx` (the torch-export route
-fails in LLVM codegen on Llama's causal mask). Float weight tensors stay function
-parameters and are saved beside the library as `params.safetensors`; every other
-initializer (shape vectors, index constants, scalars) becomes a graph constant first,
-because a shape that arrives as a run-time parameter makes TVM build fully symbolic
-kernels (a 50x slower build for SmolLM2's grouped-query `Expand`).
+fails in LLVM codegen on Llama's causal mask) after the rewrites in targets/tvm_prep.py.
+Float weight tensors stay function parameters and are saved beside the library as
+`params.safetensors`.
 """
 
 from __future__ import annotations
@@ -22,6 +20,8 @@ from ember.compiler.progress import Progress
 from ember.errors import UnsupportedModelError
 from ember.targets.base import Payload, check_known_options
 from ember.targets.host import cpu_features, cpu_name
+from ember.targets.tvm_prep import prepare_for_tvm
+from ember.targets.tvm_schedules import MAX_VECTORS_PER_TILE, SCHEDULE_VERSION, cpu_pipeline
 
 LIBRARY = "model.so"
 PARAMS = "params.safetensors"
@@ -31,7 +31,8 @@ class TvmTarget:
     name = "tvm"
     description = "Apache TVM Relax, LLVM for the host CPU (model.so + params.safetensors)"
     executable = True
-    options = {"mcpu": str, "opt_level": int}
+    options = {"mcpu": str, "opt_level": int, "schedule": str}
+    schedules = ("ember", "none")  # ember's CPU schedule rules, or TVM's unscheduled lowering
 
     def available(self) -> tuple[bool, str]:
         if importlib.util.find_spec("tvm") is None:
@@ -45,6 +46,8 @@ class TvmTarget:
         check_known_options(self.name, options, self.options)
         if not 0 <= options.get("opt_level", 3) <= 3:
             raise ValueError("target option 'opt_level' must be 0..3")
+        if options.get("schedule", "ember") not in self.schedules:
+            raise ValueError(f"target option 'schedule' must be one of {', '.join(self.schedules)}")
 
     def compile(self, model, out_dir: Path, options: dict[str, Any], progress: Progress) -> Payload:
         from safetensors.numpy import save_file
@@ -52,12 +55,17 @@ class TvmTarget:
         from ember.runtime.engines.tvm_engine import import_tvm
 
         tvm, relax = import_tvm()
-        target = tvm.target.Target({"kind": "llvm", "mcpu": options.get("mcpu") or _llvm_cpu(tvm)})
+        target = _llvm_target(tvm, options.get("mcpu"))
+        scheduled = options.get("schedule", "ember") == "ember"
+        vector_bytes = _vector_bytes(tvm, target)
+        tile = MAX_VECTORS_PER_TILE * (vector_bytes // 4)  # fp32 lanes x vectors per tile
+        prepared = prepare_for_tvm(model, pack_tile=tile if scheduled else None)
         with progress.stage("importing ONNX into Relax"):
-            mod, param_names, params = _import(model, relax)
+            mod, param_names, params = _import(prepared.model, relax)
         with progress.stage(f"building with TVM for {target.attrs['mcpu']}"):
+            pipeline = cpu_pipeline(target, vector_bytes) if scheduled else "default"
             with tvm.transform.PassContext(opt_level=options.get("opt_level", 3)):
-                executable = tvm.compile(mod, target=target)
+                executable = tvm.compile(mod, target=target, relax_pipeline=pipeline)
             executable.export_library(str(out_dir / LIBRARY))
         files = [LIBRARY]
         if param_names:
@@ -67,12 +75,36 @@ class TvmTarget:
             "library": LIBRARY, "params_file": PARAMS, "param_names": param_names,
             "tvm_target": str(target), "tvm": tvm.__version__, "host_cpu": cpu_name(),
             "cpu_features": cpu_features(), "opt_level": options.get("opt_level", 3),
+            "schedule": {"rules": SCHEDULE_VERSION if scheduled else "none",
+                         "vector_bytes": vector_bytes, "tuning": "none",
+                         "packed_matmul_weights": prepared.packed_matmuls,
+                         "folded_weight_transposes": prepared.folded_transposes},
         }
         return Payload(format="tvm", files=files, info=info)
 
 
 def _llvm_cpu(tvm) -> str:
     return tvm.target.codegen.llvm_get_system_cpu()
+
+
+def _llvm_target(tvm, mcpu: str | None):
+    """The host CPU by default; `mcpu` names a portable baseline (e.g. x86-64-v3, haswell)."""
+    from ember.errors import ConfigError
+
+    codegen = tvm.target.codegen
+    name = mcpu or _llvm_cpu(tvm)
+    if not codegen.llvm_is_valid_cpu(name, codegen.llvm_get_system_triple()):
+        raise ConfigError(f"target option mcpu={name!r} is not a CPU that LLVM knows")
+    return tvm.target.Target({"kind": "llvm", "mcpu": name})
+
+
+def _vector_bytes(tvm, target) -> int:
+    """SIMD register width the schedules tile for: 64 (AVX-512), 32 (AVX2) or 16."""
+    has = tvm.target.codegen.llvm_cpu_has_features
+    with target:
+        if has(["avx512f"], target):
+            return 64
+        return 32 if has(["avx2"], target) else 16
 
 
 def _import(model, relax):
@@ -83,7 +115,7 @@ def _import(model, relax):
     failure = None
     with _silenced_fds():  # the frontend prints its own error report, C++ warnings follow
         try:
-            mod = from_onnx(_weights_only_initializers(model), keep_params_in_input=True)
+            mod = from_onnx(model, keep_params_in_input=True)
         except Exception as exc:  # assorted types; the op name is in the text
             text = str(exc).strip()
             failure = text.splitlines()[-1] if text else type(exc).__name__
@@ -132,32 +164,6 @@ def _silenced_fds():
 def _graph_inputs(model) -> list:
     initializers = {t.name for t in model.graph.initializer}
     return [v for v in model.graph.input if v.name not in initializers]
-
-
-def _weights_only_initializers(model):
-    """A copy where only float tensors with more than one element remain initializers."""
-    import onnx
-    from onnx import helper
-
-    float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
-                   onnx.TensorProto.DOUBLE)
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    weights, constants = [], []
-    for tensor in copy.graph.initializer:
-        elements = 1
-        for d in tensor.dims:
-            elements *= d
-        if tensor.data_type in float_types and elements > 1:
-            weights.append(tensor)
-        else:
-            constants.append(helper.make_node("Constant", [], [tensor.name], value=tensor))
-    nodes = constants + list(copy.graph.node)
-    del copy.graph.initializer[:]
-    copy.graph.initializer.extend(weights)
-    del copy.graph.node[:]
-    copy.graph.node.extend(nodes)
-    return copy
 
 
 TARGET = TvmTarget()

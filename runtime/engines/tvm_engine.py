@@ -48,8 +48,11 @@ class TvmEngine:
         tvm, relax = import_tvm()
         from safetensors.numpy import load_file
 
-        if threads:
-            os.environ["TVM_NUM_THREADS"] = str(threads)  # read when the thread pool starts
+        # TVM sizes its thread pool from TVM_NUM_THREADS when the pool first starts, and
+        # otherwise counts physical cores only (1 of 2 here): use every core we may run on,
+        # as ONNX Runtime does, unless the caller or the environment says otherwise
+        if threads or "TVM_NUM_THREADS" not in os.environ:
+            os.environ["TVM_NUM_THREADS"] = str(threads or len(os.sched_getaffinity(0)))
         info = manifest["target_info"]
         self.device = tvm.cpu()
         library = tvm.runtime.load_module(str(payload_path(folder, manifest, info.get("library"))))

@@ -30,16 +30,9 @@ def test_repeat_fits_the_budget_within_bounds():
     assert choose_repeat(pair_ms=0.001, budget_s=10.0) == measure.MAX_REPEAT
 
 
-def test_interleaving_alternates_order_and_pairs_samples(monkeypatch):
+def _recording(monkeypatch, durations):
+    """Fake clock: each call records its name and returns the next duration for it."""
     calls: list[str] = []
-    durations = {"cand": iter([5.0] * 2 + [1.0, 1.0, 2.0, 1.0]),  # 2 warm-up, then 4 timed
-                 "base": iter([5.0] * 2 + [2.0, 3.0, 2.0, 4.0])}
-
-    def candidate() -> str:
-        return "cand"
-
-    def baseline() -> str:
-        return "base"
 
     def fake_timed_ms(call) -> float:
         name = call()
@@ -47,10 +40,42 @@ def test_interleaving_alternates_order_and_pairs_samples(monkeypatch):
         return next(durations[name])
 
     monkeypatch.setattr(measure, "timed_ms", fake_timed_ms)
-    timing = interleaved(candidate, baseline, warmup=2, repeat=4, budget_s=1.0)
+    return calls
+
+
+def test_interleaving_alternates_order_and_pairs_samples(monkeypatch):
+    # slow calls (pair >= SETTLE_BELOW_MS): no settling call, strict A B, B A alternation
+    durations = {"cand": iter([500.0] * 2 + [100.0, 100.0, 200.0, 100.0]),
+                 "base": iter([500.0] * 2 + [200.0, 300.0, 200.0, 400.0])}
+    calls = _recording(monkeypatch, durations)
+    timing = interleaved(lambda: "cand", lambda: "base", warmup=2, repeat=4, budget_s=1.0)
     assert calls[4:] == ["cand", "base", "base", "cand", "cand", "base", "base", "cand"]
     assert timing.ratios == (2.0, 3.0, 1.0, 4.0)
     assert timing.speedup == 2.5
+
+
+def test_short_calls_are_settled_before_being_timed(monkeypatch):
+    timed: list[str] = []
+    untimed: list[str] = []
+
+    def cand() -> str:
+        untimed.append("cand")
+        return "cand"
+
+    def base() -> str:
+        untimed.append("base")
+        return "base"
+
+    def fake_timed_ms(call) -> float:
+        timed.append(call())
+        untimed.pop()  # this call was timed, not a settling call
+        return 1.0
+
+    monkeypatch.setattr(measure, "timed_ms", fake_timed_ms)
+    interleaved(cand, base, warmup=1, repeat=2, budget_s=1.0)
+    # each timed call is preceded by one untimed call of the same engine
+    assert untimed == ["cand", "base", "base", "cand"]
+    assert timed[2:] == ["cand", "base", "base", "cand"]
 
 
 def test_self_baseline_times_once_per_pair(monkeypatch):

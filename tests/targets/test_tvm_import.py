@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ember.targets.tvm import _weights_only_initializers
+from ember.targets.tvm_prep import prepare_for_tvm
 
 
 def test_shape_vectors_become_constants_and_weights_stay():
@@ -21,7 +21,7 @@ def test_shape_vectors_become_constants_and_weights_stay():
              helper.make_node("Reshape", ["z", "shape"], ["out"])]
     model = helper.make_model(helper.make_graph(
         nodes, "g", [x], [helper.make_tensor_value_info("out", TensorProto.FLOAT, [4, 2])], inits))
-    rewritten = _weights_only_initializers(model)
+    rewritten = prepare_for_tvm(model).model
     assert [t.name for t in rewritten.graph.initializer] == ["w"]
     constants = [n.output[0] for n in rewritten.graph.node if n.op_type == "Constant"]
     assert sorted(constants) == ["scale", "shape"]

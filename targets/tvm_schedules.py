@@ -1,0 +1,204 @@
+"""ember's zero-tuning CPU schedules for TVM Relax modules (applied after LegalizeOps/FuseTIR).
+
+TVM 0.27 lowers `relax.matmul` and `relax.nn.conv2d` to plain loop nests and schedules
+nothing on CPU (DLight's CPU rules cover GEMV and reductions only), so a build runs one
+scalar thread. The rules here give every fused TIR function a real schedule:
+
+Contraction (one reduction block: matmul, batched matmul, convolution). With the block's
+spatial loops [..., u, v] (v innermost: contiguous in the output and, for ONNX-exported
+weights laid out [K, N], in the weight too) and reduction loops R:
+
+    for outer..., u0, v0 in parallel:                      # fused, one task per output tile
+        acc[U, V] = 0                                      # "local": promoted to registers
+        for r in R:                                        # K (and kh, kw for convs)
+            for u1 in unroll(U): for v1 in vectorize(V):   # U x V register micro-kernel
+                acc[u1, v1] += A[.., u, r] * B[.., r, v]
+        out[u0*U:, v0*V:] = epilogue(acc)                  # bias, residual, activation
+
+V is the widest multiple of the SIMD width (<= 4 vectors) that divides v's extent, U the
+largest of (4, 2, 1) that divides u's, so no tile needs a bounds check. Producers (padding,
+reshapes) are inlined where that is legal; fused epilogues are inlined into the write-back.
+
+Everything else (elementwise, reductions such as softmax and RMSNorm) gets its root-level
+loop nests fused, the outer part parallelized and the innermost contiguous loop vectorized
+where its extent allows. The schedules only reorder, tile and annotate loops, so results
+equal an unscheduled build up to floating-point summation order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEDULE_VERSION = "ember-cpu-1"  # recorded in manifests; bump when the rules change
+MAX_VECTORS_PER_TILE = 4
+ROW_TILES = (4, 2, 1)
+
+
+def schedule_rules(vector_bytes: int) -> list[Any]:
+    """The DLight rules, in the order they are tried on each TIR function."""
+    from tvm.s_tir import dlight
+
+    return [Contraction(vector_bytes), dlight.cpu.GEMV(), dlight.cpu.Reduction(),
+            Spatial(vector_bytes)]
+
+
+def cpu_pipeline(target: Any, vector_bytes: int) -> Any:
+    """TVM's CPU Relax pipeline with ember's schedules between legalization and lowering."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.s_tir import dlight
+
+    @tvm.transform.module_pass(opt_level=0)
+    def _pipeline(mod: Any, _ctx: Any) -> Any:
+        with target:
+            layout = tvm.relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
+            passes = (cpu.library_dispatch_passes(target) + [layout] + cpu.legalize_passes(target)
+                      + [dlight.ApplyDefaultSchedule(*schedule_rules(vector_bytes))]
+                      + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
+
+
+class _Rule:
+    def __init__(self, vector_bytes: int) -> None:
+        self.lanes = vector_bytes // 4  # fp32 lanes per vector
+
+    def apply(self, func: Any, target: Any, tunable: bool) -> Any:
+        from tvm import s_tir, tirx
+
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            return sch if self.schedule(sch) else None
+        except Exception:  # a schedule primitive refused: leave the function to the next rule
+            return None
+
+    def schedule(self, sch: Any) -> bool:
+        raise NotImplementedError
+
+
+def _extent(sch: Any, loop: Any) -> int | None:
+    from tvm import tirx
+
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+def _iter_kinds(sch: Any, block: Any) -> list[str]:
+    from tvm.tirx import IterVar
+
+    kinds = {IterVar.DataPar: "S", IterVar.CommReduce: "R"}
+    return [kinds.get(iv.iter_type, "O") for iv in sch.get(block).iter_vars]
+
+
+def _root_blocks(sch: Any) -> list[Any]:
+    from tvm.s_tir.dlight.analysis import get_root_block
+
+    return list(sch.get_child_blocks(get_root_block(sch)))
+
+
+def _inline_spatial_neighbours(sch: Any, main: Any) -> None:
+    """Inline producers into `main` and epilogues into their producer, where legal."""
+    for block in _root_blocks(sch):
+        if sch.get(block).same_as(sch.get(main)) or "R" in _iter_kinds(sch, block):
+            continue
+        for inline in (sch.compute_inline, sch.reverse_compute_inline):
+            try:
+                inline(block)
+                break
+            except Exception:  # not inlinable this way (e.g. padding with a predicate)
+                continue
+
+
+class Contraction(_Rule):
+    """One reduction block whose loops are spatial-then-reduction (matmul, conv)."""
+
+    def schedule(self, sch: Any) -> bool:
+        reductions = [b for b in _root_blocks(sch) if "R" in _iter_kinds(sch, b)]
+        if len(reductions) != 1:
+            return False
+        main = reductions[0]
+        kinds = _iter_kinds(sch, main)
+        loops = sch.get_loops(main)
+        n_spatial = kinds.index("R")
+        if n_spatial < 2 or "S" in kinds[n_spatial:] or len(loops) != len(kinds):
+            return False
+        extents = [_extent(sch, loop) for loop in loops]
+        if None in extents or extents[n_spatial - 1] < self.lanes:
+            return False
+        _inline_spatial_neighbours(sch, main)
+        self._tile(sch, main, n_spatial)
+        Spatial(self.lanes * 4).schedule(sch)  # loop nests left outside the contraction
+        return True
+
+    def _tile(self, sch: Any, main: Any, n_spatial: int) -> None:
+        loops = sch.get_loops(main)
+        *outer, u, v = loops[:n_spatial]
+        reduction = loops[n_spatial:]
+        v_tile = self._vector_tile(_extent(sch, v))
+        u_tile = next(t for t in ROW_TILES if _extent(sch, u) % t == 0)
+        u0, u1 = sch.split(u, [None, u_tile])
+        v0, v1 = sch.split(v, [None, v_tile])
+        sch.reorder(*outer, u0, v0, *reduction, u1, v1)
+        acc = sch.cache_write(main, 0, "local")
+        sch.reverse_compute_at(acc, v0)
+        _inline_epilogues(sch, acc)
+        # parallel and vectorize while `main` is still a whole reduction block: the
+        # primitives refuse subtrees that hold a decomposed update block
+        sch.parallel(sch.fuse(*outer, u0, v0))
+        sch.vectorize(v1)
+        sch.unroll(u1)
+        *_, write_inner = sch.get_loops(acc)
+        sch.vectorize(write_inner)
+        sch.decompose_reduction(main, reduction[0])
+
+    def _vector_tile(self, extent: int) -> int:
+        for vectors in range(MAX_VECTORS_PER_TILE, 0, -1):
+            if extent % (vectors * self.lanes) == 0:
+                return vectors * self.lanes
+        return extent if extent <= MAX_VECTORS_PER_TILE * self.lanes else self.lanes
+
+
+def _inline_epilogues(sch: Any, write_back: Any) -> None:
+    """Fold elementwise consumers of the accumulator's write-back into it."""
+    for consumer in list(sch.get_consumers(write_back)):
+        try:
+            sch.reverse_compute_inline(consumer)
+        except Exception:  # e.g. a consumer that reads several output elements
+            continue
+
+
+class Spatial(_Rule):
+    """Root-level loop nests: outer loops parallel, innermost vectorized when it divides."""
+
+    def schedule(self, sch: Any) -> bool:
+        done = False
+        for block in _root_blocks(sch):
+            loops = sch.get_loops(block)
+            if not loops or any(sch.get(loop).kind != 0 for loop in loops):
+                continue  # already scheduled (parallel / vectorized / unrolled)
+            done |= self._one(sch, block, loops)
+        return done
+
+    def _one(self, sch: Any, block: Any, loops: list[Any]) -> bool:
+        kinds = _iter_kinds(sch, block)
+        n_spatial = kinds.index("R") if "R" in kinds else len(kinds)
+        spatial = loops[:n_spatial]
+        if not spatial or len(loops) != len(kinds):
+            return False
+        if n_spatial == len(loops):  # elementwise: vectorize the innermost stretch
+            fused = sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]
+            extent = _extent(sch, fused)
+            if extent is not None and extent % self.lanes == 0 and extent > self.lanes:
+                outer, inner = sch.split(fused, [None, self.lanes])
+                sch.vectorize(inner)
+                sch.parallel(outer)
+                return True
+            sch.parallel(fused)
+            return True
+        if len(spatial) > 0:  # a reduction: parallel over its output rows
+            sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
+            return True
+        return False

@@ -1,0 +1,131 @@
+"""ember's TVM CPU schedules: they apply to matmul and conv workloads, and the scheduled build
+computes what an unscheduled build computes (up to summation order)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+import ember
+import ember.runtime as rt
+from ember.compiler.export import export_onnx
+from ember.targets.tvm_prep import pack_matmul_weights
+
+pytestmark = pytest.mark.usefixtures("tvm_available")
+
+
+class Mlp(nn.Module):  # matmuls with bias, an activation epilogue, and a batched matmul
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(48, 128)
+        self.down = nn.Linear(128, 64)
+
+    def forward(self, x):
+        h = self.down(torch.relu(self.up(x)))
+        return h @ h.transpose(1, 2)
+
+
+class Convs(nn.Module):  # 3x3 convs at two widths (28: one vector row, 14: narrower)
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, padding=1)
+        self.b = nn.Conv2d(16, 32, 3, padding=1, stride=2)
+        self.c = nn.Conv2d(32, 32, 3, padding=1)
+
+    def forward(self, x):
+        return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
+WORKLOADS = {"matmul": (Mlp, (2, 12, 48)), "conv": (Convs, (2, 3, 28, 28))}
+
+
+def _compile(model: nn.Module, shape, schedule: str, out) -> dict:
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    path = out / "m.onnx"
+    onnx.save(export_onnx(model.eval(), {"x": x}, ["y"], {}), str(path))
+    art = ember.compile({"model": f"onnx:{path}", "target": "tvm", "output": str(out / schedule),
+                         "target_options": {"schedule": schedule}})
+    session = rt.load(art)
+    return {"y": session.run({"x": x})["y"], "manifest": session.manifest}
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_scheduled_equals_unscheduled(name, tmp_path):
+    factory, shape = WORKLOADS[name]
+    torch.manual_seed(0)
+    model = factory()
+    scheduled = _compile(model, shape, "ember", tmp_path)
+    plain = _compile(model, shape, "none", tmp_path)
+    np.testing.assert_allclose(scheduled["y"], plain["y"], atol=1e-4, rtol=1e-5)
+    record = scheduled["manifest"]["target_info"]["schedule"]
+    assert record["rules"] == "ember-cpu-1" and record["tuning"] == "none"
+    assert plain["manifest"]["target_info"]["schedule"]["rules"] == "none"
+    if name == "matmul":
+        assert record["packed_matmul_weights"] == 2  # both Linear weights (N = 128 and 64)
+
+
+@pytest.mark.parametrize("name", list(WORKLOADS))
+def test_rules_schedule_the_hot_functions(name):
+    from ember.runtime.engines.tvm_engine import import_tvm
+    from ember.targets.tvm import _import
+    from ember.targets.tvm_prep import prepare_for_tvm
+    from ember.targets.tvm_schedules import schedule_rules
+
+    tvm, relax = import_tvm()
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+    from tvm.s_tir import dlight
+
+    factory, shape = WORKLOADS[name]
+    x = np.zeros(shape, np.float32)
+    model = prepare_for_tvm(export_onnx(factory().eval(), {"x": x}, ["y"], {}), 64).model
+    mod, _, _ = _import(model, relax)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v4"})
+    layout = relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
+    with target:
+        mod = tvm.transform.Sequential([layout, *cpu.legalize_passes(target),
+                                        dlight.ApplyDefaultSchedule(*schedule_rules(64))])(mod)
+    hot = {gv.name_hint: f.script() for gv, f in mod.functions.items()
+           if hasattr(f, "body") and ("einsum" in gv.name_hint or "conv2d" in gv.name_hint)}
+    assert hot, "no contraction functions found"
+    for fname, text in hot.items():
+        assert "T.parallel" in text and "T.vectorized" in text, fname
+
+
+def test_packed_matmul_is_the_same_product():
+    rng = np.random.default_rng(0)
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 5, 24])
+    w = numpy_helper.from_array(rng.standard_normal((24, 96), dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["y"])], "g", [a],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5, 96])],
+                              [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    packed = onnx.ModelProto()
+    packed.CopyFrom(model)
+    assert pack_matmul_weights(packed, tile=32) == 1
+    assert [t.dims for t in packed.graph.initializer] == [[3, 24, 32]]
+    x = rng.standard_normal((2, 5, 24), dtype=np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, {"a": x})[0]
+
+    np.testing.assert_allclose(run(packed), run(model), atol=1e-5, rtol=1e-6)
+    untouched = onnx.ModelProto()
+    untouched.CopyFrom(model)
+    assert pack_matmul_weights(untouched, tile=64) == 0  # 96 is not a multiple of 64
+
+
+def test_manifest_records_the_schedule(tmp_path):
+    out = ember.compile({"model": "builtin:tiny-cnn", "target": "tvm",
+                         "output": str(tmp_path / "a")})
+    info = json.loads((out / "manifest.json").read_text())["target_info"]
+    assert info["schedule"]["vector_bytes"] in (16, 32, 64)
+    assert info["cpu_features"] is not None and "mcpu" in info["tvm_target"]
