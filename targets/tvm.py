@@ -48,6 +48,12 @@ class TvmTarget:
             raise ValueError("target option 'opt_level' must be 0..3")
         if options.get("schedule", "ember") not in self.schedules:
             raise ValueError(f"target option 'schedule' must be one of {', '.join(self.schedules)}")
+        if "mcpu" in options and importlib.util.find_spec("tvm") is not None:
+            from ember.runtime.engines.tvm_engine import import_tvm
+
+            codegen = import_tvm()[0].target.codegen
+            if not codegen.llvm_is_valid_cpu(options["mcpu"], codegen.llvm_get_system_triple()):
+                raise ValueError(f"target option mcpu={options['mcpu']!r} is not a CPU LLVM knows")
 
     def compile(self, model, out_dir: Path, options: dict[str, Any], progress: Progress) -> Payload:
         from safetensors.numpy import save_file
@@ -88,14 +94,9 @@ def _llvm_cpu(tvm) -> str:
 
 
 def _llvm_target(tvm, mcpu: str | None):
-    """The host CPU by default; `mcpu` names a portable baseline (e.g. x86-64-v3, haswell)."""
-    from ember.errors import ConfigError
-
-    codegen = tvm.target.codegen
-    name = mcpu or _llvm_cpu(tvm)
-    if not codegen.llvm_is_valid_cpu(name, codegen.llvm_get_system_triple()):
-        raise ConfigError(f"target option mcpu={name!r} is not a CPU that LLVM knows")
-    return tvm.target.Target({"kind": "llvm", "mcpu": name})
+    """The host CPU by default; `mcpu` (checked by check_options) names a portable baseline
+    such as x86-64-v3 or haswell."""
+    return tvm.target.Target({"kind": "llvm", "mcpu": mcpu or _llvm_cpu(tvm)})
 
 
 def _vector_bytes(tvm, target) -> int:

@@ -129,3 +129,17 @@ def test_manifest_records_the_schedule(tmp_path):
     info = json.loads((out / "manifest.json").read_text())["target_info"]
     assert info["schedule"]["vector_bytes"] in (16, 32, 64)
     assert info["cpu_features"] is not None and "mcpu" in info["tvm_target"]
+
+
+def test_portable_baseline_and_unknown_cpu(tmp_path):
+    from ember.errors import ConfigError
+
+    out = ember.compile({"model": "builtin:tiny-cnn", "target": "tvm",
+                         "target_options": {"mcpu": "x86-64-v3"}, "output": str(tmp_path / "p")})
+    info = json.loads((out / "manifest.json").read_text())["target_info"]
+    assert '"mcpu":"x86-64-v3"' in info["tvm_target"].replace(" ", "")
+    assert info["schedule"]["vector_bytes"] == 32  # AVX2, whatever the build host has
+    with pytest.raises(ConfigError, match="mcpu='pentium-9000' is not a CPU LLVM knows"):
+        ember.compile({"model": "builtin:tiny-cnn", "target": "tvm",
+                       "target_options": {"mcpu": "pentium-9000"}, "output": str(tmp_path / "q")})
+    assert not (tmp_path / "q").exists()
