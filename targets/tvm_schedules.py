@@ -62,6 +62,7 @@ def cpu_pipeline(target: Any, vector_bytes: int) -> Any:
 
 class _Rule:
     def __init__(self, vector_bytes: int) -> None:
+        self.vector_bytes = vector_bytes
         self.lanes = vector_bytes // 4  # fp32 lanes per vector
 
     def apply(self, func: Any, target: Any, tunable: bool) -> Any:
@@ -130,7 +131,7 @@ class Contraction(_Rule):
             return False
         _inline_spatial_neighbours(sch, main)
         self._tile(sch, main, n_spatial)
-        Spatial(self.lanes * 4).schedule(sch)  # loop nests left outside the contraction
+        Spatial(self.vector_bytes).schedule(sch)  # loop nests left outside the contraction
         return True
 
     def _tile(self, sch: Any, main: Any, n_spatial: int) -> None:
