@@ -81,6 +81,7 @@ class TvmTarget:
             "library": LIBRARY, "params_file": PARAMS, "param_names": param_names,
             "tvm_target": str(target), "tvm": tvm.__version__, "host_cpu": cpu_name(),
             "cpu_features": cpu_features(), "opt_level": options.get("opt_level", 3),
+            "transform_params": scheduled,  # run main_transform_params once at load
             "schedule": {"rules": SCHEDULE_VERSION if scheduled else "none",
                          "vector_bytes": vector_bytes, "tuning": "none",
                          "packed_matmul_weights": prepared.packed_matmuls,

@@ -19,6 +19,9 @@ V is the widest multiple of the SIMD width (<= 4 vectors) that divides v's exten
 largest of (4, 2, 1) that divides u's, so no tile needs a bounds check. Producers (padding,
 reshapes) are inlined where that is legal; fused epilogues are inlined into the write-back.
 
+Weight-only computations (layout transforms of conv kernels) are lifted out of `main` into
+`main_transform_params`, which the runtime runs once when it loads the artifact.
+
 Everything else (elementwise, reductions such as softmax and RMSNorm) gets its root-level
 loop nests fused, the outer part parallelized and the innermost contiguous loop vectorized
 where its extent allows. The schedules only reorder, tile and annotate loops, so results
@@ -52,7 +55,11 @@ def cpu_pipeline(target: Any, vector_bytes: int) -> Any:
     def _pipeline(mod: Any, _ctx: Any) -> Any:
         with target:
             layout = tvm.relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
-            passes = (cpu.library_dispatch_passes(target) + [layout] + cpu.legalize_passes(target)
+            # computations on weights alone (the HWIO transforms) move to a separate
+            # `main_transform_params` function, which the engine runs once at load
+            lift = tvm.relax.transform.LiftTransformParams()
+            passes = (cpu.library_dispatch_passes(target) + [layout, lift]
+                      + cpu.legalize_passes(target)
                       + [dlight.ApplyDefaultSchedule(*schedule_rules(vector_bytes))]
                       + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)

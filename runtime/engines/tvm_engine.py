@@ -70,13 +70,16 @@ class TvmEngine:
         if missing:
             raise ArtifactError(f"{folder}: weight {missing[0]!r} is missing from the params file")
         self.params = [tvm.runtime.tensor(arrays[n], self.device) for n in names]
+        if info.get("transform_params"):  # weight layouts prepared once, not on every call
+            self.params = list(self.vm["main_transform_params"](self.params))
+        self.main = self.vm["main"]
         self.tensor = tvm.runtime.tensor
         self.lock = threading.Lock()
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         args = [self.tensor(x, self.device) for x in inputs]
         with self.lock:
-            result = self.vm["main"](*args, *self.params)
+            result = self.main(*args, *self.params)
         if hasattr(result, "numpy"):
             return [result.numpy()]
         return [item.numpy() for item in result]
