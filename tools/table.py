@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 
@@ -20,15 +21,36 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
     return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
 
 
+def sig3(x: float) -> str:
+    """`x` with 3 significant digits, without exponent unless it is tiny."""
+    if not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    rounded = float(f"{x:.3g}")
+    magnitude = math.floor(math.log10(abs(rounded)))
+    if magnitude < -3:
+        return f"{x:.2e}"
+    return f"{rounded:.{max(0, 2 - magnitude)}f}"
+
+
+def scaled(x: float, step: float, units: tuple[str, ...], sep: str) -> str:
+    i = 0
+    while abs(float(f"{x:.3g}")) >= step and i < len(units) - 1:
+        x /= step
+        i += 1
+    return f"{sig3(x)}{sep}{units[i]}"
+
+
 def human_count(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{unit}"
-    return f"{n:g}"
+    """A count with k/M/G suffixes: 950, 1.23k, 45.6M."""
+    if isinstance(n, int) and abs(n) < 1000:
+        return str(n)
+    return scaled(float(n), 1000.0, ("", "k", "M", "G", "T"), "")
 
 
 def human_bytes(n: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
+    """A size in B, KiB, MiB or GiB."""
+    if abs(n) < 1024:
+        return f"{n} B"
+    return scaled(float(n), 1024.0, ("B", "KiB", "MiB", "GiB", "TiB"), " ")

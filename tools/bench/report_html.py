@@ -17,12 +17,12 @@ from ember.tools.bench.report_md import (
     TABLE_COLUMNS,
     TITLE,
     fmt_change,
-    fmt_count,
     frontier_text,
     header_items,
     table_cells,
 )
 from ember.tools.bench.schema import LayerOps, Report, Row
+from ember.tools.table import human_count
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -175,10 +175,10 @@ def _layer_axes(ax: Axes, row: Row) -> None:
             label="candidate", color="C2")
     ax.set_yticks(ys, [_mpl_text(_short(f"{lo.name} ({lo.op})", 40)) for lo in top],
                   fontsize=8)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt_count(float(v))))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: human_count(float(v))))
     old, new = row.baseline_ops.macs, row.ops.macs
-    ax.set_title(_mpl_text(f"{_short(row.label, 48)}: MACs {fmt_count(old)} -> "
-                           f"{fmt_count(new)} ({fmt_change(new, old)})"), fontsize=10)
+    ax.set_title(_mpl_text(f"{_short(row.label, 48)}: MACs {human_count(old)} -> "
+                           f"{human_count(new)} ({fmt_change(new, old)})"), fontsize=10)
     ax.set_xlabel("MACs")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)

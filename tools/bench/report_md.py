@@ -6,9 +6,8 @@ The number formatting, the header items and the table cells defined here are sha
 
 from __future__ import annotations
 
-import math
-
 from ember.tools.bench.schema import Report, Row
+from ember.tools.table import human_bytes, human_count, scaled, sig3
 
 TITLE = "ember bench report"
 
@@ -28,44 +27,9 @@ HOW_TO_READ = (
 )
 
 
-def sig3(x: float) -> str:
-    """`x` with 3 significant digits, without exponent unless it is tiny."""
-    if not math.isfinite(x):
-        return str(x)
-    if x == 0:
-        return "0"
-    rounded = float(f"{x:.3g}")
-    magnitude = math.floor(math.log10(abs(rounded)))
-    if magnitude < -3:
-        return f"{x:.2e}"
-    return f"{rounded:.{max(0, 2 - magnitude)}f}"
-
-
-def _scaled(x: float, step: float, units: tuple[str, ...], sep: str) -> str:
-    i = 0
-    while abs(float(f"{x:.3g}")) >= step and i < len(units) - 1:
-        x /= step
-        i += 1
-    return f"{sig3(x)}{sep}{units[i]}"
-
-
-def fmt_count(n: float) -> str:
-    """A count with k/M/G suffixes: 950, 1.23k, 45.6M."""
-    if isinstance(n, int) and abs(n) < 1000:
-        return str(n)
-    return _scaled(float(n), 1000.0, ("", "k", "M", "G", "T"), "")
-
-
-def fmt_bytes(n: int) -> str:
-    """A size in B, KiB, MiB or GiB."""
-    if abs(n) < 1024:
-        return f"{n} B"
-    return _scaled(float(n), 1024.0, ("B", "KiB", "MiB", "GiB", "TiB"), " ")
-
-
 def fmt_energy(uj: float) -> str:
     """An energy given in microjoules, in µJ, mJ or J."""
-    return _scaled(uj, 1000.0, ("µJ", "mJ", "J"), " ")
+    return scaled(uj, 1000.0, ("µJ", "mJ", "J"), " ")
 
 
 def fmt_change(new: float, old: float) -> str:
@@ -105,9 +69,9 @@ def table_cells(row: Row) -> list[str]:
         sig3(row.latency.p90_ms),
         sig3(row.baseline_latency.median_ms),
         fmt_speedup(row),
-        f"{fmt_count(row.throughput)} {row.throughput_unit}",
-        f"{fmt_bytes(row.size_bytes)} ({fmt_change(row.size_bytes, row.baseline_size_bytes)})",
-        f"{fmt_count(ops.macs)} ({fmt_change(ops.macs, base.macs)})",
+        f"{human_count(row.throughput)} {row.throughput_unit}",
+        f"{human_bytes(row.size_bytes)} ({fmt_change(row.size_bytes, row.baseline_size_bytes)})",
+        f"{human_count(ops.macs)} ({fmt_change(ops.macs, base.macs)})",
         f"{fmt_energy(ops.energy_uj)} ({fmt_change(ops.energy_uj, base.energy_uj)})",
         sig3(row.error.max_abs),
         fmt_quality(row),
