@@ -39,3 +39,15 @@ class VerificationError(Exception):
     """The compiled artifact's outputs differ from the reference beyond the tolerance."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, limit: int = 200, last: bool = False) -> str:
+    """One line of an exception's message for a one-line error (its type name when empty).
+
+    `last=True` takes the final line instead: TVM puts the actual error at the end of a long
+    report.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return (lines[-1] if last else lines[0])[:limit]

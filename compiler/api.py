@@ -24,7 +24,13 @@ from ember.compiler.pipeline import PassRecord, pass_tolerance, run_passes
 from ember.compiler.progress import QUIET, Progress
 from ember.compiler.provenance import machine, tool_versions
 from ember.compiler.verify import verify_artifact
-from ember.errors import ConfigError, UnsupportedModelError, UserError, VerificationError
+from ember.errors import (
+    ConfigError,
+    UnsupportedModelError,
+    UserError,
+    VerificationError,
+    first_line,
+)
 from ember.passes.contract import PassContext
 from ember.runtime.compare import Tolerance, describe_failure
 from ember.runtime.manifest import SCHEMA_VERSION, file_record
@@ -142,7 +148,7 @@ def _torch_reference(model: Any, loaded: LoadedModel) -> dict[str, np.ndarray]:
             out = model(*_torch_inputs(loaded).values())
     except Exception as exc:
         raise UserError(f"the model failed on its example inputs: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+                        f"{first_line(exc)}") from None
     outs = out if isinstance(out, (tuple, list)) else [out]
     if len(outs) != len(loaded.output_names) or not all(isinstance(o, torch.Tensor) for o in outs):
         raise UserError("the model must return a tensor (or a tuple of tensors)")
@@ -159,9 +165,8 @@ def _onnx_reference(onnx_model: Any, loaded: LoadedModel) -> dict[str, np.ndarra
                                        providers=["CPUExecutionProvider"])
         outs = session.run(loaded.output_names, loaded.inputs)
     except Exception as exc:  # ORT raises its own Fail / InvalidArgument / NotImplemented types
-        text = str(exc).strip().splitlines()
-        raise UnsupportedModelError(f"ONNX Runtime cannot run the source model: "
-                                    f"{(text[0] if text else type(exc).__name__)[:200]}") from None
+        raise UnsupportedModelError(
+            f"ONNX Runtime cannot run the source model: {first_line(exc)}") from None
     return dict(zip(loaded.output_names, outs, strict=True))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ember.errors import ConfigError
+from ember.errors import ConfigError, first_line
 
 
 class _Strict(BaseModel):
@@ -83,7 +83,7 @@ class CompileConfig(_Strict):
             try:
                 spec.build()
             except (TypeError, ValueError) as exc:
-                raise ValueError(f"pass {spec.name}: {_first_line(exc)}") from None
+                raise ValueError(f"pass {spec.name}: {first_line(exc)}") from None
         return value
 
     @field_validator("target")
@@ -110,10 +110,6 @@ def _pass_entry(item: Any) -> Any:
         (name, params), = item.items()
         return {"name": name, "params": params or {}}
     return item
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def validate_config(data: dict[str, Any], source: str = "config") -> CompileConfig:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ember.errors import UnsupportedModelError
+from ember.errors import UnsupportedModelError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -39,7 +39,7 @@ def export_onnx(
                 dynamic_shapes=dynamic_shapes, verbose=False, optimize=True,
             )
     except Exception as exc:
-        raise UnsupportedModelError(f"ONNX export failed: {_summary(exc)}") from None
+        raise UnsupportedModelError(f"ONNX export failed: {first_line(exc, 300)}") from None
     return program.model_proto
 
 
@@ -57,6 +57,3 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
-def _summary(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.errors import ArtifactError, InputError
+from ember.errors import ArtifactError, InputError, first_line
 from ember.runtime.compare import Tolerance, compare_outputs
 from ember.runtime.engines import Engine
 from ember.runtime.manifest import payload_path
@@ -44,9 +44,8 @@ class Session:
             outputs = self.engine.run(list(checked.values()))
         except Exception as exc:  # signature-valid inputs the engine rejects (e.g. token ids
             #                       outside the vocabulary): a problem with the values given
-            text = str(exc).strip().splitlines()
             raise InputError(f"the {self.manifest['format']} engine failed on these inputs: "
-                             f"{(text[0] if text else type(exc).__name__)[:200]}") from None
+                             f"{first_line(exc)}") from None
         return {spec["name"]: out for spec, out in zip(self.output_specs, outputs, strict=True)}
 
     def prepared_call(self, inputs: dict[str, np.ndarray]) -> Callable[[], list[np.ndarray]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.compiler.progress import Progress
-from ember.errors import UnsupportedModelError
+from ember.errors import UnsupportedModelError, first_line
 from ember.targets.base import Payload, check_known_options
 from ember.targets.host import cpu_features, cpu_name
 from ember.targets.tvm_prep import prepare_for_tvm
@@ -119,12 +119,11 @@ def _import(model, relax):
         try:
             mod = from_onnx(model, keep_params_in_input=True)
         except Exception as exc:  # assorted types; the op name is in the text
-            text = str(exc).strip()
-            failure = text.splitlines()[-1] if text else type(exc).__name__
+            failure = first_line(exc, last=True)
         gc.collect()  # the failed builder warns when destroyed: let that happen in here
     if failure is not None:
         raise UnsupportedModelError(f"TVM's ONNX frontend cannot import the model: "
-                                    f"{failure[:200]}{_symbolic_hint(model)}")
+                                    f"{failure}{_symbolic_hint(model)}")
     names = [v.name for v in mod["main"].params[graph_inputs:]]
     mod, params = relax.frontend.detach_params(mod)
     arrays = [p.numpy() for p in params.get("main", [])]

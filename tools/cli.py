@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # argparse itself exits with 2 on bad flags
-    from ember.errors import UserError, VerificationError
+    from ember.errors import UserError, VerificationError, first_line
 
     signal.signal(signal.SIGTERM, _interrupt)  # so a killed compile cleans up like Ctrl-C
     try:
@@ -51,9 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-        print(f"ember: internal error: {type(exc).__name__}: {first} (rerun with --debug for "
-              "the traceback)", file=sys.stderr)
+        print(f"ember: internal error: {type(exc).__name__}: {first_line(exc, 300)} (rerun "
+              "with --debug for the traceback)", file=sys.stderr)
         return 1
 
 

@@ -10,7 +10,6 @@ median of repeated calls after warm-up; the number of repeats adapts so that a s
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,13 +34,12 @@ class DemoRow:
 
 
 def adaptive_benchmark(call, budget_s: float = BUDGET_S):
-    """Warm-up once, estimate one call, then time as many calls as fit the budget (3..50)."""
-    from ember.runtime.timing import time_calls
+    """Warm-up once, estimate one call, then time as many calls as fit the budget (the same
+    bounds as `ember bench`)."""
+    from ember.runtime.timing import time_calls, timed_ms
+    from ember.tools.bench.measure import choose_repeat
 
-    start = time.perf_counter()
-    call()
-    one = time.perf_counter() - start
-    repeat = max(3, min(50, int(budget_s / max(one, 1e-6))))
+    repeat = choose_repeat(timed_ms(call), budget_s)
     return time_calls(call, warmup=min(5, repeat // 5), repeat=repeat)
 
 

@@ -9,7 +9,7 @@ import torch
 from ember.compiler.config import ExampleSpec
 from ember.compiler.models.language import CausalLMLogits, EncoderHidden, language_model
 from ember.compiler.models.loaded import LoadedModel
-from ember.errors import ModelSpecError
+from ember.errors import ModelSpecError, first_line
 
 
 def hf_directory(spec: str, path: str, example: ExampleSpec, seed: int) -> LoadedModel:
@@ -25,7 +25,7 @@ def hf_directory(spec: str, path: str, example: ExampleSpec, seed: int) -> Loade
         factory = AutoModelForCausalLM if causal else AutoModel
         model = factory.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelSpecError(f"{spec}: cannot load: {str(exc).splitlines()[0]}") from None
+        raise ModelSpecError(f"{spec}: cannot load: {first_line(exc)}") from None
     vocab = getattr(config, "vocab_size", None)
     if not vocab:
         raise ModelSpecError(f"{spec}: config has no vocab_size; only token models are supported")

@@ -9,7 +9,7 @@ import numpy as np
 from ember.compiler.config import ExampleSpec
 from ember.compiler.models.inputs import random_tensor
 from ember.compiler.models.loaded import LoadedModel
-from ember.errors import ModelSpecError
+from ember.errors import ModelSpecError, first_line
 
 
 def onnx_file(spec: str, path: str, example: ExampleSpec, seed: int) -> LoadedModel:
@@ -23,8 +23,7 @@ def onnx_file(spec: str, path: str, example: ExampleSpec, seed: int) -> LoadedMo
         model = onnx.load(str(file))
         onnx.checker.check_model(model)
     except (DecodeError, onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelSpecError(f"{spec}: not a valid ONNX model: {first[:200]}") from None
+        raise ModelSpecError(f"{spec}: not a valid ONNX model: {first_line(exc)}") from None
     if not model.graph.node:
         raise ModelSpecError(f"{spec}: not a valid ONNX model: the graph has no nodes")
     initializers = {t.name for t in model.graph.initializer}

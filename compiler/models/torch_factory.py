@@ -10,7 +10,7 @@ from torch import nn
 from ember.compiler.config import ExampleSpec
 from ember.compiler.models.inputs import first_argument_name, random_tensor, random_tokens
 from ember.compiler.models.loaded import LoadedModel
-from ember.errors import ConfigError, ModelSpecError
+from ember.errors import ConfigError, ModelSpecError, first_line
 
 
 def torch_factory(spec: str, target: str, example: ExampleSpec, seed: int) -> LoadedModel:
@@ -27,7 +27,7 @@ def torch_factory(spec: str, target: str, example: ExampleSpec, seed: int) -> Lo
         model = factory()
     except Exception as exc:
         raise ModelSpecError(f"{spec}: the factory raised {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+                             f"{first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise ModelSpecError(f"{spec}: factory returned {type(model).__name__}, not an nn.Module")
     name = first_argument_name(model)

@@ -12,6 +12,7 @@ import numpy as np
 import ember.runtime as rt
 from ember.compiler.progress import Progress
 from ember.errors import UserError
+from ember.runtime.compare import max_errors
 from ember.tools.bench import metrics
 from ember.tools.bench.baseline import Baseline
 from ember.tools.bench.measure import PairedTiming, interleaved
@@ -133,9 +134,6 @@ def _layers(cand: rt.Session, base: rt.Session) -> list[LayerOps]:
 def _error(cand: rt.Session, a: dict[str, np.ndarray], b: dict[str, np.ndarray]
            ) -> ErrorVsBaseline:
     name = cand.output_specs[0]["name"]
-    x, y = a[name].astype(np.float64), b[name].astype(np.float64)
-    max_abs = float(np.abs(x - y).max()) if x.size else 0.0
-    scale = float(np.abs(y).max()) if y.size else 0.0
+    max_abs, max_rel = max_errors(a[name], b[name])
     top, cosine = metrics.agreement(a[name], b[name])
-    return ErrorVsBaseline(max_abs=max_abs, max_rel=max_abs / scale if scale else max_abs,
-                           top1_agreement=top, cosine=cosine)
+    return ErrorVsBaseline(max_abs=max_abs, max_rel=max_rel, top1_agreement=top, cosine=cosine)
