@@ -42,5 +42,6 @@ def check_known_options(target: str, options: dict[str, Any], known: dict[str, t
         if key not in known:
             names = ", ".join(known) or "none"
             raise ValueError(f"unknown option {key!r} for target {target} (known: {names})")
-        if not isinstance(value, known[key]) or isinstance(value, bool) != (known[key] is bool):
+        kind = (int, float) if known[key] is float else known[key]  # 20 is a fine float
+        if not isinstance(value, kind) or isinstance(value, bool) != (known[key] is bool):
             raise ValueError(f"target option {key!r} must be {known[key].__name__}")

@@ -44,3 +44,32 @@ def _spec(value_info) -> dict[str, Any]:
              for d in tensor_type.shape.dim]
     dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
     return tensor_spec(value_info.name, shape, dtype)
+
+
+def infer_shapes(model: onnx.ModelProto, data_prop: bool = False) -> onnx.ModelProto:
+    """ONNX shape inference on `model` without serializing its weights.
+
+    `onnx.shape_inference.infer_shapes` serializes the whole model (9 s for SmolLM2's 540 MB);
+    it needs only the weights' types and shapes, so the copy it sees declares each large
+    initializer as a typed graph input instead. The result's nodes are `model`'s nodes.
+    """
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    skeleton = helper.make_graph(
+        list(graph.node), graph.name,
+        [*graph.input, *(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                         for t in graph.initializer if not _small(t))],
+        list(graph.output), [t for t in graph.initializer if _small(t)],
+        value_info=list(graph.value_info))
+    copy = helper.make_model(skeleton, opset_imports=list(model.opset_import),
+                             ir_version=model.ir_version, functions=list(model.functions))
+    return onnx.shape_inference.infer_shapes(copy, data_prop=data_prop)
+
+
+def _small(tensor) -> bool:
+    """Shape vectors, axes and scalars: the values data propagation may need."""
+    import math
+
+    return math.prod(tensor.dims) <= 64

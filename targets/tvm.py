@@ -20,8 +20,15 @@ from ember.compiler.progress import Progress
 from ember.errors import UnsupportedModelError, first_line
 from ember.targets.base import Payload, check_known_options
 from ember.targets.host import cpu_features, cpu_name
+from ember.targets.tvm_int8 import has_vnni, lower_int8_matmuls
 from ember.targets.tvm_prep import prepare_for_tvm
-from ember.targets.tvm_schedules import MAX_VECTORS_PER_TILE, SCHEDULE_VERSION, cpu_pipeline
+from ember.targets.tvm_schedules import (
+    MAX_VECTORS_PER_TILE,
+    SCHEDULE_VERSION,
+    back_pipeline,
+    front_passes,
+)
+from ember.targets.tvm_tune_apply import use_tuning
 
 LIBRARY = "model.so"
 PARAMS = "params.safetensors"
@@ -31,7 +38,8 @@ class TvmTarget:
     name = "tvm"
     description = "Apache TVM Relax, LLVM for the host CPU (model.so + params.safetensors)"
     executable = True
-    options = {"mcpu": str, "opt_level": int, "schedule": str}
+    options = {"mcpu": str, "opt_level": int, "schedule": str, "tune_trials": int,
+               "tune_minutes": float, "tuning": bool, "vnni": bool}
     schedules = ("ember", "none")  # ember's CPU schedule rules, or TVM's unscheduled lowering
 
     def available(self) -> tuple[bool, str]:
@@ -48,6 +56,7 @@ class TvmTarget:
             raise ValueError("target option 'opt_level' must be 0..3")
         if options.get("schedule", "ember") not in self.schedules:
             raise ValueError(f"target option 'schedule' must be one of {', '.join(self.schedules)}")
+        _check_tuning_options(options)
         if "mcpu" in options and importlib.util.find_spec("tvm") is not None:
             from ember.runtime.engines.tvm_engine import import_tvm
 
@@ -68,11 +77,9 @@ class TvmTarget:
         prepared = prepare_for_tvm(model, pack_tile=tile if scheduled else None)
         with progress.stage("importing ONNX into Relax"):
             mod, param_names, params = _import(prepared.model, relax)
-        with progress.stage(f"building with TVM for {target.attrs['mcpu']}"):
-            pipeline = cpu_pipeline(target, vector_bytes) if scheduled else "default"
-            with tvm.transform.PassContext(opt_level=options.get("opt_level", 3)):
-                executable = tvm.compile(mod, target=target, relax_pipeline=pipeline)
-            executable.export_library(str(out_dir / LIBRARY))
+        vnni = scheduled and options.get("vnni", True) and has_vnni(tvm, target)
+        mod, int8_products = lower_int8_matmuls(mod) if vnni else (mod, 0)
+        tuning = _build(tvm, mod, target, vector_bytes, options, out_dir / LIBRARY, progress)
         files = [LIBRARY]
         if param_names:
             save_file(dict(zip(param_names, params, strict=True)), str(out_dir / PARAMS))
@@ -83,11 +90,44 @@ class TvmTarget:
             "cpu_features": cpu_features(), "opt_level": options.get("opt_level", 3),
             "transform_params": scheduled,  # run main_transform_params once at load
             "schedule": {"rules": SCHEDULE_VERSION if scheduled else "none",
-                         "vector_bytes": vector_bytes, "tuning": "none",
+                         "vector_bytes": vector_bytes, "tuning": tuning,
                          "packed_matmul_weights": prepared.packed_matmuls,
+                         "int8_products_vnni": int8_products,
                          "folded_weight_transposes": prepared.folded_transposes},
         }
         return Payload(format="tvm", files=files, info=info)
+
+
+def _build(tvm, mod, target, vector_bytes: int, options: dict[str, Any], library: Path,
+           progress: Progress) -> dict[str, Any]:
+    """Lower, schedule (tuned records first, then ember's rules) and build; returns the
+    tuning record for the manifest."""
+    scheduled = options.get("schedule", "ember") == "ember"
+    tuning: dict[str, Any] = {"database": None, "trials": 0}
+    with tvm.transform.PassContext(opt_level=options.get("opt_level", 3)):
+        if scheduled:
+            with target:
+                mod = tvm.transform.Sequential(front_passes(target))(mod)
+            if options.get("tuning", True):
+                mod, tuning = use_tuning(mod, target, vector_bytes, options.get("tune_trials"),
+                                         options.get("tune_minutes"), progress)
+        with progress.stage(f"building with TVM for {target.attrs['mcpu']}"), \
+                _silenced_fds():  # TOPI warns about every Gather it builds
+            pipeline = back_pipeline(target, vector_bytes) if scheduled else "default"
+            executable = tvm.compile(mod, target=target, relax_pipeline=pipeline)
+            executable.export_library(str(library))
+    return tuning
+
+
+def _check_tuning_options(options: dict[str, Any]) -> None:
+    if options.get("tune_trials", 1) < 1 or options.get("tune_minutes", 1) <= 0:
+        raise ValueError("target options 'tune_trials' and 'tune_minutes' must be positive")
+    asks = "tune_trials" in options or "tune_minutes" in options
+    if asks and (options.get("schedule", "ember") != "ember" or not options.get("tuning", True)):
+        raise ValueError("tuning needs schedule=ember and tuning=true")
+    missing = [m for m in ("xgboost", "cloudpickle") if importlib.util.find_spec(m) is None]
+    if asks and missing:
+        raise ValueError(f"tuning needs {' and '.join(missing)}: pip install 'ember[tune]'")
 
 
 def _llvm_cpu(tvm) -> str:
@@ -115,7 +155,7 @@ def _import(model, relax):
 
     graph_inputs = len(_graph_inputs(model))
     failure = None
-    with _silenced_fds():  # the frontend prints its own error report, C++ warnings follow
+    with _silenced_fds(), _onnx_checker_skipped():  # the frontend prints its own error report
         try:
             mod = from_onnx(model, keep_params_in_input=True)
         except Exception as exc:  # assorted types; the op name is in the text
@@ -130,6 +170,21 @@ def _import(model, relax):
     if len(set(names)) != len(names):
         names = [f"{i:04d}:{n}" for i, n in enumerate(names)]
     return mod, names, arrays
+
+
+@contextlib.contextmanager
+def _onnx_checker_skipped():
+    """`from_onnx` runs `onnx.checker.check_model` only to print its complaints as warnings
+    (which `_silenced_fds` hides), and the checker serializes the whole model: 4.7 s of
+    SmolLM2's build. The importer itself reports what it cannot convert."""
+    import onnx.checker
+
+    check_model = onnx.checker.check_model
+    onnx.checker.check_model = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        onnx.checker.check_model = check_model
 
 
 def _symbolic_hint(model) -> str:

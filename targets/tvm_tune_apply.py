@@ -1,0 +1,115 @@
+"""Using tuning records: time each tuned function against ember's rule schedule, keep the
+faster, and put the tuned functions into the module (marked scheduled, so the rules skip them).
+
+Both versions of a function are built alone for the same target and timed here on random
+inputs, alternating between the two, best of `ROUNDS`; a record is used only when it wins.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ember.compiler.progress import Progress
+from ember.targets.tvm_schedules import schedule_rules
+from ember.targets.tvm_tune import (
+    OperatorGain,
+    Task,
+    TuningResult,
+    database_dir,
+    open_database,
+    tune,
+    tuning_target,
+    tuning_tasks,
+    workload,
+)
+
+ROUNDS = 5
+MIN_REPEAT_MS = 20
+
+
+def compare(tasks: list[Task], database: Any, target: Any, vector_bytes: int
+            ) -> tuple[list[OperatorGain], dict[str, Any]]:
+    """Per task: rules vs tuned time, and the tuned functions that won (by task name)."""
+    gains, winners = [], {}
+    for task in tasks:
+        tuned = database.query_ir_module(workload(task.func), target, "main")
+        rules = _rules_module(task.func, target, vector_bytes)
+        modules = [rules] + ([tuned] if tuned is not None else [])
+        times = _time_alternating(modules, target)
+        gain = OperatorGain(task.name, task.calls, times[0], times[1] if tuned else None)
+        gains.append(gain)
+        if gain.used:
+            winners[task.name] = tuned["main"]
+    return gains, winners
+
+
+def apply(mod: Any, winners: dict[str, Any]) -> Any:
+    """`mod` with the named TIR functions replaced by their tuned versions."""
+    for gv in list(mod.functions.keys()):
+        if gv.name_hint in winners:
+            func = winners[gv.name_hint].with_attr("global_symbol", gv.name_hint)
+            mod[gv] = func.with_attr("tirx.is_scheduled", True)
+    return mod
+
+
+def _rules_module(func: Any, target: Any, vector_bytes: int) -> Any:
+    from tvm.s_tir import dlight
+
+    with target:
+        return dlight.ApplyDefaultSchedule(*schedule_rules(vector_bytes))(workload(func))
+
+
+def _time_alternating(modules: list[Any], target: Any) -> list[float]:
+    """Microseconds per call of each module's `main`, best of ROUNDS alternating runs."""
+    import tvm
+
+    device = tvm.cpu()
+    built = [tvm.compile(m, target=target).mod for m in modules]
+    args = _random_args(modules[0]["main"], device)
+    timers = [lib.time_evaluator("main", device, number=1, repeat=1,
+                                 min_repeat_ms=MIN_REPEAT_MS) for lib in built]
+    best = [float("inf")] * len(modules)
+    for _ in range(ROUNDS):
+        for i, timer in enumerate(timers):
+            best[i] = min(best[i], float(timer(*args).mean) * 1e6)
+    return best
+
+
+def _random_args(func: Any, device: Any) -> list[Any]:
+    """Inputs in [-1, 1) for float buffers, zeros for integer ones (indices stay in range)."""
+    import numpy as np
+    import tvm
+
+    rng = np.random.default_rng(0)
+    args = []
+    for param in func.params:  # TVM 0.27: a parameter is its buffer (shape, dtype)
+        shape = [int(d) for d in param.shape]
+        dtype = str(param.dtype)
+        data = (rng.uniform(-1, 1, shape) if "float" in dtype else np.zeros(shape)).astype(dtype)
+        args.append(tvm.runtime.tensor(data, device))
+    return args
+
+
+def use_tuning(mod: Any, target: Any, vector_bytes: int, trials: int | None,
+               minutes: float | None, progress: Progress) -> tuple[Any, dict[str, Any]]:
+    """Tune if asked (trials or minutes), then use the database's winning records.
+
+    Without a tuning request the database is only read, and only if it exists: a plain
+    compile reuses earlier tuning of the same workloads and never starts any.
+    """
+    target = tuning_target(target)
+    folder = database_dir(target)
+    asked = trials is not None or minutes is not None
+    if not asked and not folder.exists():
+        return mod, {"database": None, "trials": 0}
+    tasks = tuning_tasks(mod)
+    database = open_database(folder)
+    result = TuningResult(database=str(folder))
+    if asked and tasks:
+        result.trials, result.seconds = tune(tasks, target, database, trials, minutes, progress)
+    known = [t for t in tasks if database.has_workload(workload(t.func))]
+    if known:
+        with progress.stage(f"timing {len(known)} tuned operators against the rules"):
+            result.operators, winners = compare(known, database, target, vector_bytes)
+        mod = apply(mod, winners)
+    return mod, result.as_dict()
