@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from ember.passes.contract import Pass, PassContext, PassResult, Tolerance
 from ember.passes.fold_bn import FoldBatchNorm
+from ember.passes.sfc import SFCLowering
 
 PASSES: dict[str, type] = {
     "fold_bn": FoldBatchNorm,
+    "sfc": SFCLowering,
 }
 
 __all__ = ["PASSES", "Pass", "PassContext", "PassResult", "Tolerance"]

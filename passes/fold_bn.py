@@ -31,6 +31,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils import parametrize
 
 from ember.passes.contract import PassContext, PassResult, Tolerance
+from ember.passes.modules import replace_module
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _INTO = {"conv": _CONVS, "linear": (nn.Linear,), "all": (*_CONVS, nn.Linear)}
@@ -63,7 +64,7 @@ class FoldBatchNorm:
         modules = dict(folded.named_modules())
         for producer_name, bn_name in pairs:
             _fold_into(modules[producer_name], modules[bn_name])
-            _replace_module(folded, bn_name, nn.Identity())
+            replace_module(folded, bn_name, nn.Identity())
         return PassResult(folded, True, {"folded": len(pairs), **skipped})
 
 
@@ -139,9 +140,3 @@ def _fold_into(producer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None
     old_bias = producer.bias if producer.bias is not None else torch.zeros_like(scale)
     new_bias = (old_bias * scale + shift).to(weight.dtype)
     producer.bias = nn.Parameter(new_bias, requires_grad=weight.requires_grad)
-
-
-def _replace_module(root: nn.Module, dotted_name: str, new: nn.Module) -> None:
-    parent_name, _, child = dotted_name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)

@@ -6,6 +6,8 @@ multiplications and K - 1 additions (plus one for a bias). So, with `out` output
     Conv       K = (C_in / groups) * prod(kernel)   MACs = out * K
                mults = out * K                      adds = out * (K - 1) [+ out with bias]
     MatMul     K = A.shape[-1]                      mults = out * K, adds = out * (K - 1)
+               with a constant 2-D operand, per output element: one multiplication per entry
+               of its row/column that is not 0 or +-1, (non-zeros - 1) additions
     Gemm       as MatMul, [+ out with C]; alpha != 1 adds `out` multiplications, beta != 1
                with C adds `out` more
     Mul, Div   mults = out        Add, Sub   adds = out    (elementwise, after broadcast)
@@ -29,6 +31,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from ember.targets.onnx_io import infer_shapes
+from ember.targets.opcount_lowered import lowered_convs
 
 ENERGY_PJ = {"mult": 3.7, "add": 0.9, "int8_mult": 0.2, "int8_add": 0.03, "dram_byte": 160.0}
 ENERGY_MODEL = ("estimate: 45 nm (Horowitz, ISSCC 2014): fp32 mult 3.7 pJ, add 0.9 pJ; "
@@ -57,16 +62,15 @@ class LayerCount:
 
 def count_ops(model) -> dict[str, Any]:
     """{"layers": [...], "totals": {...}, "energy_model": ...} for an ONNX ModelProto."""
-    import onnx
     from onnx import numpy_helper
 
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    inferred = infer_shapes(model, data_prop=True)
     shapes = _known_shapes(inferred)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     # weights: floats and 8-bit integers; not int64 shape or axis vectors
     weights = {k: v for k, v in weights.items() if v.dtype.kind == "f" or v.dtype.itemsize == 1}
     seen: set[str] = set()
-    layers = []
+    counted = []
     for node in inferred.graph.node:
         layer = LayerCount(name=_layer_name(node), op=node.op_type)
         for name in node.input:
@@ -75,10 +79,11 @@ def count_ops(model) -> dict[str, Any]:
                 layer.params += int(weights[name].size)
                 layer.bytes += int(weights[name].nbytes)
         _arithmetic(node, shapes, weights, layer)
-        if layer.params or layer.mults or layer.adds:
-            layers.append(layer)
+        counted.append((node, layer))
+    layers = [layer for _, layer in counted if layer.params or layer.mults or layer.adds]
     return {"layers": [{**asdict(x), "energy_uj": x.energy_uj} for x in layers],
-            "totals": _totals(layers), "energy_model": ENERGY_MODEL}
+            "totals": _totals(layers), "energy_model": ENERGY_MODEL,
+            "lowered_convs": lowered_convs(counted, shapes, weights)}
 
 
 def _known_shapes(model) -> dict[str, list[int]]:
@@ -126,6 +131,8 @@ def _arithmetic(node, shapes: dict[str, list[int]], weights, layer: LayerCount) 
         layer.macs = layer.mults = out * k
         has_bias = op == "Conv" and len(node.input) > 2 and node.input[2]  # ConvInteger: zero pt
         layer.adds = out * (k - 1) + (out if has_bias else 0)
+    elif op == "MatMul" and _constant_matrix(node, weights) is not None:
+        _constant_product(node, out_shape, weights, layer)
     elif op in ("MatMul", "Gemm", "MatMulInteger"):
         a = shapes.get(node.input[0])
         if a is None:
@@ -149,6 +156,30 @@ def _arithmetic(node, shapes: dict[str, list[int]], weights, layer: LayerCount) 
         if inp is not None:
             window = math.prod(inp) // max(out, 1)
             layer.adds, layer.mults = out * (window - 1), out
+
+
+def _constant_matrix(node, weights) -> tuple[int, Any] | None:
+    """(side, matrix) when one MatMul operand is a constant 2-D matrix: 0 left, 1 right."""
+    for side in (0, 1):
+        matrix = weights.get(node.input[side])
+        if matrix is not None and matrix.ndim == 2 and matrix.dtype.kind == "f":
+            return side, matrix
+    return None
+
+
+def _constant_product(node, out_shape: list[int], weights, layer: LayerCount) -> None:
+    """A product with a constant matrix costs, per output element, one multiplication for
+    each entry that is not 0 or +-1 and (non-zeros - 1) additions: SFC's ternary transforms
+    are additions only, dense weights count as usual (K mults, K - 1 adds)."""
+    import numpy as np
+
+    side, matrix = _constant_matrix(node, weights)
+    lines = matrix if side == 0 else matrix.T  # one line per output row (left) or column
+    nonzero = (lines != 0).sum(axis=1)
+    scaled = ((lines != 0) & (np.abs(lines) != 1)).sum(axis=1)
+    repeats = math.prod(out_shape) // max(lines.shape[0], 1)  # output elements per line
+    layer.mults = layer.macs = int(scaled.sum()) * repeats
+    layer.adds = int(np.maximum(nonzero - 1, 0).sum()) * repeats
 
 
 def _totals(layers: list[LayerCount]) -> dict[str, Any]:

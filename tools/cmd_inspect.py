@@ -65,10 +65,25 @@ def summary(folder: Path, m: dict[str, Any], integrity: str) -> str:
 def _target_detail(m: dict[str, Any]) -> str:
     info = m["target_info"]
     if m["format"] == "tvm":
-        return f": {info['tvm_target']}, {len(info['param_names'])} weight tensors"
+        return (f": {info['tvm_target']}, {len(info['param_names'])} weight tensors"
+                f"{_schedule_detail(info.get('schedule') or {})}")
     if m["format"] == "onnx":
         return f": {info['execution_provider']}, opset {info['opset']}, threads {info['threads']}"
     return ""
+
+
+def _schedule_detail(schedule: dict[str, Any]) -> str:
+    """Rules, tuned operators (and this compile's trials), VNNI int8 products."""
+    tuning = schedule.get("tuning")
+    if not isinstance(tuning, dict):  # artifacts from before tuning existed
+        return f", schedule {schedule.get('rules', 'none')}" if schedule else ""
+    tuned = tuning.get("operators_tuned", 0)
+    text = f", schedule {schedule['rules']}, {tuned} tuned operators"
+    if tuning.get("trials"):
+        text += f" ({tuning['trials']} trials, {tuning['seconds']:.0f} s)"
+    if schedule.get("int8_products_vnni"):
+        text += f", {schedule['int8_products_vnni']} int8 products on VNNI"
+    return text
 
 
 def _pass_line(record: dict[str, Any]) -> str:
@@ -103,7 +118,22 @@ def op_table(report: dict[str, Any]) -> str:
                  f"{t['energy_uj']:.3g}"])
     headers = ["layer", "op", "params", "bytes", "MACs", "mults", "adds", "energy uJ*"]
     table = format_table(headers, rows, right=[False, False, *[True] * 6])
-    return f"{table}\n* {report['energy_model']}"
+    lowered = _lowered_table(report.get("lowered_convs") or [])
+    return f"{table}\n* {report['energy_model']}{lowered}"
+
+
+def _lowered_table(records: list[dict[str, Any]]) -> str:
+    """Lowered convolutions (sfc pass): direct vs GEMM multiplications, transform work."""
+    if not records:
+        return ""
+    rows = [[r["layer"], str(r["slots"]), "x".join(map(str, r["output"][2:])),
+             human_count(r["direct_mults"]), human_count(r["gemm_mults"]),
+             f"{r['mult_ratio']:.2f}x" if r["mult_ratio"] else "-",
+             human_count(r["transform_mults"]), human_count(r["direct_adds"]),
+             human_count(r["adds"])] for r in records]
+    headers = ["lowered conv", "slots", "map", "direct mults", "GEMM mults", "ratio",
+               "transform mults", "direct adds", "lowered adds"]
+    return "\n\n" + format_table(headers, rows, right=[False, *[True] * 8])
 
 
 def _ops_line(totals: dict[str, Any]) -> str:

@@ -121,6 +121,10 @@ BAD_COMPILES = {
                           "expected integers"),
     "onnx op onnxruntime lacks": (lambda p: ["--model", f"onnx:{_unknown_op_onnx(p)}"],
                                   "ONNX Runtime cannot run the source model"),
+    "tuning a cpu artifact": (lambda p: ["--model", "builtin:tiny-cnn", "--tune", "8"],
+                              "--tune and --tune-minutes need --target tvm"),
+    "invalid sfc algorithm": (lambda p: ["--model", "builtin:tiny-cnn", "--pass",
+                                         "sfc:algorithm=sfc9"], "algorithm must be auto or"),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -88,3 +89,31 @@ def test_integer_matmul_counts_and_int8_energy():
     assert (layer["macs"], layer["mults"], layer["adds"]) == (120, 120, 20 * 5)
     assert (layer["params"], layer["bytes"]) == (30, 30)
     assert layer["energy_uj"] == pytest.approx((120 * 0.2 + 100 * 0.03 + 30 * 160.0) * 1e-6)
+
+
+RATIOS = {("sfc6_6x6", "symbolic"): (36, 88), ("sfc6_6x6", "integrated"): (36, 100),
+          ("sfc6_7x7", "symbolic"): (49, 132), ("sfc4_4x4", "symbolic"): (16, 46),
+          ("winograd_4x4", "integrated"): (16, 36), ("winograd_2x2", "integrated"): (4, 16)}
+
+
+@pytest.mark.parametrize(("name", "form"), list(RATIOS))
+def test_lowered_conv_counts(name, form):
+    """Output 84x84 (a multiple of 2, 4, 6 and 7): GEMM multiplications P * tiles * C * K
+    exactly, so direct / lowered = 9 m^2 / P; the ternary input transforms multiply nothing."""
+    from ember.passes import PassContext
+    from ember.passes.sfc import SFCLowering
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(16, 24, 3, padding=1)).eval()
+    x = np.random.default_rng(0).standard_normal((1, 16, 84, 84), dtype=np.float32)
+    lowered = SFCLowering(algorithm=name, form=form)(model, PassContext()).model
+    report = count_ops(export_onnx(lowered, {"x": x}, ["y"], {}))
+    (record,) = report["lowered_convs"]
+    square, slots = RATIOS[(name, form)]
+    tiles = (84 * 84) // square
+    assert record["slots"] == slots and record["output"] == [1, 24, 84, 84]
+    assert record["direct_mults"] == 84 * 84 * 24 * 16 * 9
+    assert record["gemm_mults"] == slots * tiles * 16 * 24
+    assert record["mult_ratio"] == pytest.approx(9 * square / slots, rel=1e-12)
+    input_side = [x for x in report["layers"] if x["op"] == "MatMul" and x["params"] == 0]
+    assert input_side and record["adds"] > record["gemm_mults"]

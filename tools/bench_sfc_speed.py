@@ -1,0 +1,137 @@
+"""Per-layer speed of SFC-lowered 3x3 convolutions against direct convolution.
+
+ResNet-style layers (C -> C channels, 3x3, padding 1) at batch 1 and 8. Each row times, in
+one run on this machine, interleaved against ONNX Runtime's direct convolution of the same
+layer (the baseline): PyTorch's direct convolution (oneDNN), and the `sfc` pass's lowering
+(SFC-6(6x6) symbolic by default) compiled by ember for `cpu` (ONNX Runtime, standard ops)
+and `tvm` (ember's schedule rules, tuning off); also TVM's direct convolution. The second
+table splits the lowered layer's time in PyTorch eager into input transform, GEMMs and
+output transform.
+
+    python -m ember.tools.bench_sfc_speed OUT_DIR [ALGORITHM]   (writes OUT_DIR/sfc_speed.md)
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+import ember
+import ember.runtime as rt
+from ember.compiler.export import export_onnx
+from ember.passes import PassContext
+from ember.passes.sfc import SFCLowering
+from ember.tools.bench.measure import interleaved
+
+LAYERS = [(64, 56), (128, 28), (256, 14), (512, 7)]  # channels, map size
+BATCHES = (1, 8)
+BUDGET_S = 3.0
+
+
+def _layer(channels: int) -> nn.Conv2d:
+    torch.manual_seed(0)
+    return nn.Conv2d(channels, channels, 3, padding=1).eval()
+
+
+def _artifact(out: Path, name: str, module: nn.Module, x: np.ndarray, target: str
+              ) -> Callable[[], object]:
+    """A call running the compiled layer (compiled once into OUT_DIR, reused after)."""
+    folder = out / f"{name}-{target}"
+    if not folder.exists():
+        path = out / f"{name}.onnx"
+        if not path.exists():
+            onnx.save(export_onnx(module, {"x": x}, ["y"], {}), str(path))
+        options = {"tuning": False} if target == "tvm" else {}
+        ember.compile({"model": f"onnx:{path}", "target": target, "target_options": options,
+                       "output": str(folder)})
+    session = rt.load(folder)
+    return lambda: session.run({"x": x})
+
+
+def _speed_rows(out: Path, algorithm: str) -> list[str]:
+    torch.set_num_threads(2)
+    rows = []
+    for channels, size in LAYERS:
+        conv = _layer(channels)
+        lowered = SFCLowering(algorithm=algorithm)(conv, PassContext()).model
+        for batch in BATCHES:
+            x = np.random.default_rng(0).standard_normal((batch, channels, size, size),
+                                                         dtype=np.float32)
+            tag = f"c{channels}s{size}b{batch}"
+            baseline = _artifact(out, f"direct-{tag}", conv, x, "cpu")
+            x_torch = torch.from_numpy(x)
+            candidates = {
+                "PyTorch direct": lambda conv=conv, x_torch=x_torch: _no_grad(conv, x_torch),
+                "TVM direct": _artifact(out, f"direct-{tag}", conv, x, "tvm"),
+                "SFC on cpu (ORT)": _artifact(out, f"{algorithm}-{tag}", lowered, x, "cpu"),
+                "SFC on tvm": _artifact(out, f"{algorithm}-{tag}", lowered, x, "tvm"),
+            }
+            cells = [_speedup(call, baseline) for call in candidates.values()]
+            rows.append(f"| {channels}ch@{size}x{size}, batch {batch} | {' | '.join(cells)} |")
+    header = "| layer | " + " | ".join(candidates) + " |"
+    return [header, "|---|" + "---:|" * len(candidates), *rows]
+
+
+def _speedup(candidate, baseline) -> str:
+    timing = interleaved(candidate, baseline, warmup=2, repeat=None, budget_s=BUDGET_S)
+    return f"{timing.speedup:.2f}x"
+
+
+def _breakdown_rows(algorithm: str) -> list[str]:
+    """Share of the lowered layer's eager time per stage (batch 1)."""
+    rows = ["| layer | input transform | GEMMs | output transform |", "|---|---:|---:|---:|"]
+    for channels, size in LAYERS:
+        module = SFCLowering(algorithm=algorithm)(_layer(channels), PassContext()).model
+        x = torch.randn(1, channels, size, size)
+        stages = _stage_times(module, x)
+        total = sum(stages)
+        rows.append(f"| {channels}ch@{size}x{size} | "
+                    + " | ".join(f"{100 * s / total:.0f}%" for s in stages) + " |")
+    return rows
+
+
+def _stage_times(module, x: torch.Tensor, repeat: int = 20) -> list[float]:
+    with torch.no_grad():
+        v, geometry = module.transform_input(x)
+        products = module._products(v)
+        stages = [lambda: module.transform_input(x), lambda: module._products(v),
+                  lambda: module._finish(products, geometry)]
+        return [_median_seconds(stage, repeat) for stage in stages]
+
+
+def _median_seconds(call, repeat: int) -> float:
+    call()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _no_grad(module: nn.Module, x: torch.Tensor):
+    with torch.no_grad():
+        return module(x)
+
+
+def main(out: Path, algorithm: str = "sfc6_6x6") -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    text = ("Speedup over ONNX Runtime's direct convolution (interleaved, median of pairs):\n\n"
+            + "\n".join(_speed_rows(out, algorithm))
+            + f"\n\nWhere the lowered layer's time goes ({algorithm}, PyTorch eager, batch 1):"
+            "\n\n" + "\n".join(_breakdown_rows(algorithm)) + "\n")
+    (out / "sfc_speed.md").write_text(text)
+    return text
+
+
+if __name__ == "__main__":
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python -m ember.tools.bench_sfc_speed OUT_DIR [ALGORITHM]")
+    print(main(Path(sys.argv[1]), *sys.argv[2:]))
