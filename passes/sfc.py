@@ -79,7 +79,11 @@ class SFCLowering:
         for name in eligible:
             conv = lowered.get_submodule(name)
             alg = self._choose(_output_map(conv, inputs.get(name)))
-            replace_module(lowered, name, self._lower(conv, alg, inputs.get(name)))
+            new = self._lower(conv, alg, inputs.get(name))
+            if name:
+                replace_module(lowered, name, new)
+            else:  # the model is the convolution itself
+                lowered = new
             stats[f"algorithm:{alg.name}"] += 1
         return PassResult(lowered, True, {"lowered": len(eligible), **stats})
 

@@ -98,6 +98,15 @@ def test_auto_picks_the_tile_by_map_size(size, expected):
     assert stats[f"algorithm:{expected}"] == 1
 
 
+def test_a_bare_convolution_is_lowered():
+    conv = nn.Conv2d(16, 16, 3, padding=1).eval()
+    result = SFCLowering()(conv, PassContext())
+    assert isinstance(result.model, SFCConv2d) and isinstance(conv, nn.Conv2d)
+    x = torch.randn(1, 16, 9, 9)
+    with torch.no_grad():
+        assert _relative_error(result.model(x), conv(x)) <= 1e-5
+
+
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError, match="algorithm must be"):
         PASSES["sfc"](algorithm="sfc9")
