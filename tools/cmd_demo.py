@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
     print("\nvs PyTorch = PyTorch eager median / engine median (same inputs, same machine, "
           "same run).\nmax abs err = largest difference from the PyTorch outputs; each artifact "
           "passed its\nverification tolerance (digits-cnn atol 1e-5, SmolLM2 atol 3e-4, see "
-          "`ember inspect`).\nThe tvm target uses ember's zero-tuning CPU schedules "
-          "(no auto-tuning yet).")
+          "`ember inspect`).\nThe tvm target uses ember's CPU schedule rules, plus records from "
+          "earlier `ember compile --tune` runs\nwhere this machine's tuning database has them "
+          "(`ember inspect` lists the tuned operators).")
     quality = "; ".join(f"{r.label} {r.quality.metric} {r.quality.value:.4g}"
                         for r in report.rows if r.quality is not None)
     print(f"\nbench report (each target vs the model's ONNX Runtime artifact, interleaved): "
