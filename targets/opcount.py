@@ -175,10 +175,10 @@ def _constant_product(node, out_shape: list[int], weights, layer: LayerCount) ->
 
     side, matrix = _constant_matrix(node, weights)
     lines = matrix if side == 0 else matrix.T  # one line per output row (left) or column
-    nonzero = (lines != 0).sum(axis=1)
-    scaled = ((lines != 0) & (np.abs(lines) != 1)).sum(axis=1)
+    nonzero = np.count_nonzero(lines, axis=1)
+    unit = np.count_nonzero(np.abs(lines) == 1, axis=1)
     repeats = math.prod(out_shape) // max(lines.shape[0], 1)  # output elements per line
-    layer.mults = layer.macs = int(scaled.sum()) * repeats
+    layer.mults = layer.macs = int((nonzero - unit).sum()) * repeats
     layer.adds = int(np.maximum(nonzero - 1, 0).sum()) * repeats
 
 
