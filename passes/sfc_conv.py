@@ -41,8 +41,8 @@ class SFCConv2d(nn.Module):
         if alg.symbolic:
             self.register_buffer("slot_map", _tensor(alg.slot_map, dtype))
             self.register_buffer("unslot_map", _tensor(alg.unslot_map, dtype))
-        u = _transformed_weights(conv.weight, alg)
-        self.register_buffer("U", (_grouped(u, self.groups) if self.groups > 1 else u).to(dtype))
+        u = group_weights(transformed_weights(conv.weight, alg), self.groups)
+        self.register_buffer("U", u.to(dtype))
         bias = conv.bias.detach().clone() if conv.bias is not None else None
         self.bias = nn.Parameter(bias) if bias is not None else None
 
@@ -108,7 +108,7 @@ class SFCConv2d(nn.Module):
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
 
-def _transformed_weights(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
+def transformed_weights(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
     """U[p, c, k] (or [p, g, c, k] for groups) = slots(Sg W[k, c] Sg^T)[p], in float64."""
     sg = torch.from_numpy(alg.as_float("Sg"))
     w = weight.detach().to(torch.float64).cpu()
@@ -117,8 +117,11 @@ def _transformed_weights(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
     return slots.permute(2, 1, 0).contiguous()  # (P, C/G, K)
 
 
-def _grouped(u: torch.Tensor, groups: int) -> torch.Tensor:
-    """(P, C/G, K) -> (P, G, C/G, K/G): each group's weights against its own outputs."""
+def group_weights(u: torch.Tensor, groups: int) -> torch.Tensor:
+    """(P, C/G, K) -> (P, G, C/G, K/G): each group's weights against its own outputs
+    (unchanged for groups == 1)."""
+    if groups == 1:
+        return u
     p, cg, k = u.shape
     return u.reshape(p, cg, groups, k // groups).permute(0, 2, 1, 3).contiguous()
 

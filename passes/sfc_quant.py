@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ember.passes.sfc_algorithms import Algorithm
-from ember.passes.sfc_conv import SFCConv2d, _grouped, _transformed_weights
+from ember.passes.sfc_conv import SFCConv2d, group_weights, transformed_weights
 
 BITS = (8, 6, 4, "int16")
 INPUT_LEVELS = 127  # int8 spatial data, symmetric
@@ -57,10 +57,10 @@ class QuantizedSFCConv2d(SFCConv2d):
     def _requantized_weights(self, weight: torch.Tensor, alg: Algorithm,
                              slot_max: torch.Tensor) -> None:
         q = levels(self.bits)
-        u = _transformed_weights(weight, alg)  # (P, C/G, K)
+        u = transformed_weights(weight, alg)  # (P, C/G, K)
         u_scale = u.abs().amax(dim=1).clamp_min(1e-30) / q  # (P, K)
-        self.register_buffer("U", self._group(torch.clamp(torch.round(u / u_scale[:, None]),
-                                                          -q, q)))
+        u_int = torch.clamp(torch.round(u / u_scale[:, None]), -q, q)
+        self.register_buffer("U", group_weights(u_int, self.groups))
         slot_scale = slot_max.to(torch.float64).clamp_min(1e-30) / q  # (P,)
         self.register_buffer("slot_scale", slot_scale)
         self.register_buffer("product_scale", slot_scale[:, None] * u_scale)  # (P, K)
@@ -69,13 +69,10 @@ class QuantizedSFCConv2d(SFCConv2d):
         w_scale = weight.abs().amax(dim=(1, 2, 3)).clamp_min(1e-30) / INPUT_LEVELS  # (K,)
         w_int = torch.clamp(torch.round(weight / w_scale[:, None, None, None]),
                             -INPUT_LEVELS, INPUT_LEVELS)
-        u = _transformed_weights(w_int, alg)  # exact integers
-        self.register_buffer("U", self._group(u))
+        u = transformed_weights(w_int, alg)  # exact integers
+        self.register_buffer("U", group_weights(u, self.groups))
         scale = (self.input_scale * w_scale).expand(u.shape[0], -1)  # (P, K)
         self.register_buffer("product_scale", scale.contiguous())
-
-    def _group(self, u: torch.Tensor) -> torch.Tensor:
-        return _grouped(u, self.groups) if self.groups > 1 else u
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_int = torch.clamp(torch.round(x.to(torch.float64) / self.input_scale),

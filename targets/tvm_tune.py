@@ -30,6 +30,7 @@ from typing import Any
 
 from ember.compiler.models.cache import cache_dir
 from ember.compiler.progress import Progress
+from ember.runtime.engines.tvm_engine import usable_cores
 
 MAX_TASKS = 16
 FLOP_SHARE = 0.99  # tune the functions that hold this share of the estimated FLOPs
@@ -150,7 +151,8 @@ def _call_counts(mod: Any) -> dict[str, int]:
 
 def tune(tasks: list[Task], target: Any, database: Any, trials: int | None,
          minutes: float | None, progress: Progress) -> tuple[int, float]:
-    """Run MetaSchedule on `tasks` until `trials` are measured or `minutes` pass.
+    """Run MetaSchedule on `tasks` for `target` (a `tuning_target`) until `trials` are
+    measured or `minutes` pass.
 
     Returns (trials measured, seconds). Records are committed to `database` as they come.
     """
@@ -158,10 +160,9 @@ def tune(tasks: list[Task], target: Any, database: Any, trials: int | None,
 
     budget = trials if trials is not None else 100_000  # a time budget alone: trials unbounded
     deadline = time.monotonic() + minutes * 60 if minutes is not None else None
-    target = tuning_target(target)
     contexts = [ms.TuneContext(mod=workload(t.func), target=target, task_name=t.name,
                                space_generator="post-order-apply",
-                               search_strategy="evolutionary", num_threads=_cores())
+                               search_strategy="evolutionary", num_threads=usable_cores())
                 for t in tasks]
     start = time.monotonic()
     with progress.bar(trials, "tuning trials") as bar, tempfile.TemporaryDirectory() as logs:
@@ -180,16 +181,12 @@ def tune(tasks: list[Task], target: Any, database: Any, trials: int | None,
     return counter.measured, time.monotonic() - start
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def tuning_target(target: Any) -> Any:
     """MetaSchedule sizes its parallel loops by the target's `num-cores`, which it requires."""
     import tvm
 
     config = dict(target.export())
-    config["num-cores"] = _cores()
+    config["num-cores"] = usable_cores()
     return tvm.target.Target(config)
 
 

@@ -41,7 +41,7 @@ def import_tvm():
     return tvm, relax
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity where the OS reports it)."""
     affinity = getattr(os, "sched_getaffinity", None)
     return len(affinity(0)) if affinity else (os.cpu_count() or 1)
@@ -58,7 +58,7 @@ class TvmEngine:
         # otherwise counts physical cores only (1 of 2 here): use every core we may run on,
         # as ONNX Runtime does, unless the caller or the environment says otherwise
         if threads or "TVM_NUM_THREADS" not in os.environ:
-            os.environ["TVM_NUM_THREADS"] = str(threads or _usable_cores())
+            os.environ["TVM_NUM_THREADS"] = str(threads or usable_cores())
         info = manifest["target_info"]
         self.device = tvm.cpu()
         library = tvm.runtime.load_module(str(payload_path(folder, manifest, info.get("library"))))
