@@ -28,6 +28,8 @@ from ember.targets.tvm_schedules import (
     back_pipeline,
     front_passes,
 )
+from ember.targets.tvm_sfc import MODES as SFC_MODES
+from ember.targets.tvm_sfc import sfc_converters
 from ember.targets.tvm_tune_apply import use_tuning
 
 LIBRARY = "model.so"
@@ -39,7 +41,7 @@ class TvmTarget:
     description = "Apache TVM Relax, LLVM for the host CPU (model.so + params.safetensors)"
     executable = True
     options = {"mcpu": str, "opt_level": int, "schedule": str, "tune_trials": int,
-               "tune_minutes": float, "tuning": bool, "vnni": bool}
+               "tune_minutes": float, "tuning": bool, "vnni": bool, "sfc": str}
     schedules = ("ember", "none")  # ember's CPU schedule rules, or TVM's unscheduled lowering
 
     def available(self) -> tuple[bool, str]:
@@ -56,6 +58,8 @@ class TvmTarget:
             raise ValueError("target option 'opt_level' must be 0..3")
         if options.get("schedule", "ember") not in self.schedules:
             raise ValueError(f"target option 'schedule' must be one of {', '.join(self.schedules)}")
+        if options.get("sfc", "auto") not in SFC_MODES:
+            raise ValueError(f"target option 'sfc' must be one of {', '.join(SFC_MODES)}")
         _check_tuning_options(options)
         if "mcpu" in options and importlib.util.find_spec("tvm") is not None:
             from ember.runtime.engines.tvm_engine import import_tvm
@@ -74,8 +78,11 @@ class TvmTarget:
         scheduled = options.get("schedule", "ember") == "ember"
         vector_bytes = _vector_bytes(tvm, target)
         tile = MAX_VECTORS_PER_TILE * (vector_bytes // 4)  # fp32 lanes x vectors per tile
-        prepared = prepare_for_tvm(model, pack_tile=tile if scheduled else None)
-        with progress.stage("importing ONNX into Relax"):
+        lanes = vector_bytes // 4
+        prepared = prepare_for_tvm(model, pack_tile=tile if scheduled else None,
+                                   lanes=lanes if scheduled else None,
+                                   sfc=options.get("sfc", "auto"))
+        with progress.stage("importing ONNX into Relax"), sfc_converters(lanes):
             mod, param_names, params = _import(prepared.model, relax)
         vnni = scheduled and options.get("vnni", True) and has_vnni(tvm, target)
         mod, int8_products = lower_int8_matmuls(mod) if vnni else (mod, 0)
@@ -93,6 +100,8 @@ class TvmTarget:
                          "vector_bytes": vector_bytes, "tuning": tuning,
                          "packed_matmul_weights": prepared.packed_matmuls,
                          "int8_products_vnni": int8_products,
+                         "sfc_layers": {"kernels": options.get("sfc", "auto"),
+                                        **prepared.sfc_layers},
                          "folded_weight_transposes": prepared.folded_transposes},
         }
         return Payload(format="tvm", files=files, info=info)

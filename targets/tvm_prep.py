@@ -1,6 +1,6 @@
 """Preparing an exported ONNX graph for TVM's importer.
 
-Three rewrites, all exact (they move data, they do not change arithmetic):
+Four rewrites, all exact (they move data or regroup sums, they do not change the math):
 
 - Transposes of weights are done once, now. The exporter ties SmolLM2's output projection to
   the embedding with a run-time `Transpose` of the 49152 x 576 table (389 ms per call in TVM,
@@ -9,6 +9,8 @@ Three rewrites, all exact (they move data, they do not change arithmetic):
 - Matmul weights are packed into column tiles at compile time (see `pack_matmul_weights`),
   so the scheduled kernels read each tile's columns contiguously instead of striding
   across rows of up to 49152 floats.
+- SFC layers become one input-transform kernel, a batched GEMM and one output-transform
+  kernel each (targets/tvm_sfc.py) instead of the exported chain of dense transform MatMuls.
 - Only float tensors with more than one element stay initializers (weights, passed at run
   time from `params.safetensors`); shape vectors, axes and scalars become `Constant` nodes,
   because a shape that arrives as a run-time parameter makes TVM build fully symbolic
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ember.targets.onnx_io import infer_shapes
+from ember.targets.tvm_sfc import fuse_sfc_layers
 
 FLOAT_TYPES = (1, 10, 16, 11)  # onnx.TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE
 
@@ -31,18 +34,23 @@ class Prepared:
     model: Any  # the rewritten copy
     folded_transposes: int
     packed_matmuls: int
+    sfc_layers: dict[str, int]  # kernels chosen: {"fused": n, "split": m}
 
 
-def prepare_for_tvm(model: Any, pack_tile: int | None = None) -> Prepared:
-    """A rewritten copy of `model` (the input is not modified); `pack_tile` enables packing."""
+def prepare_for_tvm(model: Any, pack_tile: int | None = None, lanes: int | None = None,
+                    sfc: str = "auto") -> Prepared:
+    """A rewritten copy of `model` (the input is not modified); `pack_tile` enables packing
+    and `lanes` (fp32 SIMD lanes) the SFC kernels, `sfc` choosing them (tvm_sfc.MODES)."""
     import onnx
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     folded = fold_weight_transposes(copy)
     packed = pack_matmul_weights(copy, pack_tile) if pack_tile else 0
+    # after packing: it needs shapes
+    sfc_layers = fuse_sfc_layers(copy, lanes, sfc) if lanes else {"fused": 0, "split": 0}
     weights_only_initializers(copy)
-    return Prepared(copy, folded, packed)
+    return Prepared(copy, folded, packed, sfc_layers)
 
 
 def fold_weight_transposes(model: Any) -> int:
@@ -99,8 +107,8 @@ def pack_matmul_weights(model: Any, tile: int) -> int:
     W is stored as Wp[N / tile, K, tile] (Wp[j, k, v] = W[k, j * tile + v]), so the columns of
     one output tile are contiguous for every k, and the product is
 
-        T[..., j, i, v] = sum_k A[..., i, k] * Wp[j, k, v]        (Einsum)
-        C[..., i, j * tile + v] = T[..., j, i, v]                  (Transpose + Reshape)
+        T[..., i, j, v] = sum_k A[..., i, k] * Wp[j, k, v]        (Einsum)
+        C[..., i, j * tile + v] = T[..., i, j, v]                  (Reshape: no data moves)
 
     Only weights whose N is a multiple of `tile` are packed. Returns how many were.
     """
@@ -137,13 +145,11 @@ def _packed_product(helper: Any, node: Any, packed: str, rank: int, n: int) -> l
     batch = "abcdefgh"[: rank - 2]
     out = node.output[0]
     einsum = helper.make_node("Einsum", [node.input[0], packed], [f"{out}.tiles"],
-                              equation=f"{batch}ik,jkv->{batch}jiv")
-    perm = [*range(rank - 2), rank - 1, rank - 2, rank]
-    transpose = helper.make_node("Transpose", [f"{out}.tiles"], [f"{out}.rows"], perm=perm)
+                              equation=f"{batch}ik,jkv->{batch}ijv")
     shape = helper.make_node("Constant", [], [f"{out}.shape"], value=helper.make_tensor(
         f"{out}.shape", 7, [rank], [0] * (rank - 1) + [n]))
-    reshape = helper.make_node("Reshape", [f"{out}.rows", f"{out}.shape"], [out])
-    return [einsum, transpose, shape, reshape]
+    reshape = helper.make_node("Reshape", [f"{out}.tiles", f"{out}.shape"], [out])
+    return [einsum, shape, reshape]
 
 
 def _known_ranks(model: Any) -> dict[str, int]:

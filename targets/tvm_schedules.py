@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEDULE_VERSION = "ember-cpu-1"  # recorded in manifests; bump when the rules change
+SCHEDULE_VERSION = "ember-cpu-2"  # recorded in manifests; bump when the rules change
 MAX_VECTORS_PER_TILE = 4
 ROW_TILES = (4, 2, 1)
 
@@ -150,8 +150,10 @@ class Contraction(_Rule):
 
     def _tile(self, sch: Any, main: Any, n_spatial: int) -> None:
         loops = sch.get_loops(main)
-        *outer, u, v = loops[:n_spatial]
-        reduction = loops[n_spatial:]
+        spatial, reduction = loops[:n_spatial], loops[n_spatial:]
+        row = _row_loop(sch, main, n_spatial)
+        u, v = spatial[row], spatial[-1]
+        outer = [loop for i, loop in enumerate(spatial[:-1]) if i != row]
         v_tile = self._vector_tile(_extent(sch, v))
         u_tile = next(t for t in ROW_TILES if _extent(sch, u) % t == 0)
         u0, u1 = sch.split(u, [None, u_tile])
@@ -174,6 +176,33 @@ class Contraction(_Rule):
             if extent % (vectors * self.lanes) == 0:
                 return vectors * self.lanes
         return extent if extent <= MAX_VECTORS_PER_TILE * self.lanes else self.lanes
+
+
+def _row_loop(sch: Any, main: Any, n_spatial: int) -> int:
+    """Which spatial loop the micro-kernel's rows run over: the innermost one (before v) that
+    the operand read along v (the weight: B[k, v], HWIO, packed Wp[j, k, v]) does not use, so
+    each weight vector loaded serves every row. For Wp[j, k, v] with the output laid out
+    [i, j, v] that is i, not j: the rows are then the activations', the output is written
+    in place, and no transpose of it is needed."""
+    block = sch.get(main)
+    variables = [iv.var for iv in block.iter_vars]
+    v_var = variables[n_spatial - 1]
+    weight_vars: list[Any] = []
+    for region in block.reads:
+        used = _vars_in(region)
+        if any(var.same_as(v_var) for var in used) and not region.source.same_as(
+                block.writes[0].source):
+            weight_vars.extend(used)
+    for index in range(n_spatial - 2, -1, -1):
+        if not any(variables[index].same_as(var) for var in weight_vars):
+            return index
+    return n_spatial - 2
+
+
+def _vars_in(region: Any) -> list[Any]:
+    from tvm.tirx.analysis import undefined_vars
+
+    return [var for axis in region.region for var in undefined_vars(axis.min)]
 
 
 def _inline_epilogues(sch: Any, write_back: Any) -> None:
