@@ -41,7 +41,8 @@ class TvmTarget:
     description = "Apache TVM Relax, LLVM for the host CPU (model.so + params.safetensors)"
     executable = True
     options = {"mcpu": str, "opt_level": int, "schedule": str, "tune_trials": int,
-               "tune_minutes": float, "tuning": bool, "vnni": bool, "sfc": str}
+               "tune_minutes": float, "tuning": bool, "vnni": bool, "sfc": str,
+               "fast_math": bool}
     schedules = ("ember", "none")  # ember's CPU schedule rules, or TVM's unscheduled lowering
 
     def available(self) -> tuple[bool, str]:
@@ -100,6 +101,7 @@ class TvmTarget:
                          "vector_bytes": vector_bytes, "tuning": tuning,
                          "packed_matmul_weights": prepared.packed_matmuls,
                          "int8_products_vnni": int8_products,
+                         "fast_math": scheduled and options.get("fast_math", True),
                          "sfc_layers": {"kernels": options.get("sfc", "auto"),
                                         **prepared.sfc_layers},
                          "folded_weight_transposes": prepared.folded_transposes},
@@ -116,7 +118,8 @@ def _build(tvm, mod, target, vector_bytes: int, options: dict[str, Any], library
     with tvm.transform.PassContext(opt_level=options.get("opt_level", 3)):
         if scheduled:
             with target:
-                mod = tvm.transform.Sequential(front_passes(target))(mod)
+                mod = tvm.transform.Sequential(
+                    front_passes(target, options.get("fast_math", True)))(mod)
             if options.get("tuning", True):
                 mod, tuning = use_tuning(mod, target, vector_bytes, options.get("tune_trials"),
                                          options.get("tune_minutes"), progress)

@@ -45,17 +45,21 @@ def schedule_rules(vector_bytes: int) -> list[Any]:
             Spatial(vector_bytes)]
 
 
-def front_passes(target: Any) -> list[Any]:
+def front_passes(target: Any, fast_math: bool = True) -> list[Any]:
     """TVM's CPU passes up to fused TIR functions, with NHWC convs and weight-only work
-    lifted out; tuning (targets/tvm_tune.py) sees the module at this point."""
+    lifted out (and vectorizable exp/sigmoid/softmax with `fast_math`, targets/
+    tvm_fast_math.py); tuning (targets/tvm_tune.py) sees the module at this point."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    from ember.targets.tvm_fast_math import fast_math_pass
 
     layout = tvm.relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
     # computations on weights alone (the HWIO transforms) move to a separate
     # `main_transform_params` function, which the engine runs once at load
     lift = tvm.relax.transform.LiftTransformParams()
-    return cpu.library_dispatch_passes(target) + [layout, lift] + cpu.legalize_passes(target)
+    fast = [fast_math_pass()] if fast_math else []
+    return fast + cpu.library_dispatch_passes(target) + [layout, lift] + cpu.legalize_passes(target)
 
 
 def back_pipeline(target: Any, vector_bytes: int) -> Any:
@@ -178,6 +182,20 @@ class Contraction(_Rule):
         return extent if extent <= MAX_VECTORS_PER_TILE * self.lanes else self.lanes
 
 
+def _elements(sch: Any, block: Any) -> int:
+    """Elements of the buffer `block` writes (0 where a dim is not a constant)."""
+    return _shape_elements(sch.get(block).writes[0].source.shape)
+
+
+def _shape_elements(shape: Any) -> int:
+    count = 1
+    for dim in shape:
+        if not hasattr(dim, "value"):
+            return 0
+        count *= int(dim.value)
+    return count
+
+
 def _row_loop(sch: Any, main: Any, n_spatial: int) -> int:
     """Which spatial loop the micro-kernel's rows run over: the innermost one (before v) that
     the operand read along v (the weight: B[k, v], HWIO, packed Wp[j, k, v]) does not use, so
@@ -215,9 +233,25 @@ def _inline_epilogues(sch: Any, write_back: Any) -> None:
 
 
 class Spatial(_Rule):
-    """Root-level loop nests: outer loops parallel, innermost vectorized when it divides."""
+    """Root-level loop nests: outer loops parallel, innermost vectorized when it divides.
+
+    A function of elementwise and injective steps only (SiLU's reshape -> sigmoid -> multiply
+    -> multiply) is first inlined into its last step, so it runs as one pass over memory
+    instead of one parallel loop and one intermediate buffer per step. Steps smaller than the
+    result stay (grouped-query attention's K after RoPE, broadcast to every query head, would
+    otherwise be recomputed per head)."""
 
     def schedule(self, sch: Any) -> bool:
+        blocks = _root_blocks(sch)
+        if not any("R" in _iter_kinds(sch, block) for block in blocks):
+            result = _elements(sch, blocks[-1])
+            for block in blocks[:-1]:
+                if _elements(sch, block) < result:
+                    continue
+                try:
+                    sch.compute_inline(block)
+                except Exception:  # e.g. a step whose output leaves the function: keep it
+                    continue
         done = False
         for block in _root_blocks(sch):
             loops = sch.get_loops(block)

@@ -44,7 +44,19 @@ class Convs(nn.Module):  # 3x3 convs at two widths (28: one vector row, 14: narr
         return self.c(torch.relu(self.b(torch.relu(self.a(x)))))
 
 
-WORKLOADS = {"matmul": (Mlp, (2, 12, 48)), "conv": (Convs, (2, 3, 28, 28))}
+class Gated(nn.Module):  # SiLU gate, softmax and exp: fast math, and elementwise chains inlined
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.Linear(48, 64)
+        self.gate = nn.Linear(48, 64)
+
+    def forward(self, x):
+        h = torch.nn.functional.silu(self.gate(x)) * self.up(x)
+        return torch.softmax(h @ h.transpose(1, 2), -1) + torch.exp(-h.abs()).mean(-1, True)
+
+
+WORKLOADS = {"matmul": (Mlp, (2, 12, 48)), "conv": (Convs, (2, 3, 28, 28)),
+             "gated": (Gated, (2, 16, 48))}
 
 
 def _compile(model: nn.Module, shape, schedule: str, out) -> dict:
@@ -71,6 +83,29 @@ def test_scheduled_equals_unscheduled(name, tmp_path):
     assert plain["manifest"]["target_info"]["schedule"]["rules"] == "none"
     if name == "matmul":
         assert record["packed_matmul_weights"] == 2  # both Linear weights (N = 128 and 64)
+    assert record["fast_math"] is True
+
+
+def test_fast_exp_is_accurate_and_flushes_to_zero():
+    """exp_expr against float64 exp: <= 2e-7 relative over the float32 range; exactly 0 for
+    -inf and below the normal range (no denormals), saturated, not inf, at the top."""
+    import tvm
+    from tvm import te
+
+    from ember.targets.tvm_fast_math import exp_expr
+
+    x = te.placeholder((4096,), name="x")
+    y = te.compute(x.shape, lambda i: exp_expr(x[i]), name="y")
+    build = tvm.compile(te.create_prim_func([x, y]), target="llvm")
+    values = np.concatenate([np.linspace(-87.0, 88.0, 4090), [-np.inf, -1e4, -87.5, 0.0, 1e-3,
+                                                              88.5]]).astype(np.float32)
+    out = tvm.runtime.tensor(np.zeros_like(values))
+    build(tvm.runtime.tensor(values), out)
+    got, ref = out.numpy().astype(np.float64), np.exp(values.astype(np.float64))
+    rel = np.abs(got[:4090] - ref[:4090]) / ref[:4090]
+    assert rel.max() <= 2e-7
+    assert got[4090] == 0.0 and got[4091] == 0.0 and got[4092] == 0.0
+    assert got[4093] == 1.0 and abs(got[4094] / ref[4094] - 1) <= 2e-7 and np.isfinite(got[4095])
 
 
 @pytest.mark.parametrize("name", list(WORKLOADS))
