@@ -117,7 +117,7 @@ def _build(tvm, mod, target, vector_bytes: int, options: dict[str, Any], library
     tuning: dict[str, Any] = {"database": None, "trials": 0}
     with tvm.transform.PassContext(opt_level=options.get("opt_level", 3)):
         if scheduled:
-            with target:
+            with target, _silenced_fds():  # legalizing a Gather prints a TOPI warning
                 mod = tvm.transform.Sequential(
                     front_passes(target, options.get("fast_math", True)))(mod)
             if options.get("tuning", True):

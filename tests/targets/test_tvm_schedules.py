@@ -165,6 +165,13 @@ def test_manifest_records_the_schedule(tmp_path):
     info = json.loads((out / "manifest.json").read_text())["target_info"]
     assert info["schedule"]["vector_bytes"] in (16, 32, 64)
     assert info["cpu_features"] is not None and "mcpu" in info["tvm_target"]
+    # the per-call profile of the same artifact names its kernels and adds up
+    from ember.tools.profile_tvm import profile
+
+    total, rows = profile(out, rounds=2)
+    names = [name for _, _, name in rows]
+    assert any("conv2d" in name for name in names)
+    assert 0 < sum(ms for ms, _, _ in rows) <= total
 
 
 def test_portable_baseline_and_unknown_cpu(tmp_path):
