@@ -29,7 +29,7 @@ from ember.targets.tvm_schedules import (
     front_passes,
 )
 from ember.targets.tvm_sfc import MODES as SFC_MODES
-from ember.targets.tvm_sfc import sfc_converters
+from ember.targets.tvm_sfc_import import sfc_converters
 from ember.targets.tvm_tune_apply import use_tuning
 
 LIBRARY = "model.so"

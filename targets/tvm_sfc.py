@@ -14,18 +14,17 @@ exactly), is replaced by
                                                  Up[p, j, c, v] = U[p, c, j * kt + v]
     y = EmberSFCOutput(M[, bias])                (N, K, Ho, Wo)
 
-and the three `ember` ops are imported into Relax as calls of the TIR kernels of
-targets/tvm_sfc_kernels.py (`sfc=split`); or (`sfc=fused`) by one `EmberSFCConv(x, Up[, bias])`
-node whose kernel does all three steps block by block, so the transform domain stays in
-cache; `sfc=auto` (the default) picks per layer by the size of the transformed weights. The
-rewrite changes no arithmetic: the result equals the exported graph up to floating-point
-summation order.
+and the three `ember` ops are imported into Relax (targets/tvm_sfc_import.py) as calls of
+the TIR kernels of targets/tvm_sfc_kernels.py (`sfc=split`); or (`sfc=fused`) by one
+`EmberSFCConv(x, Up[, bias])` node whose kernel does all three steps block by block, so the
+transform domain stays in cache; `sfc=auto` (the default) picks per layer by the size of the
+transformed weights. The rewrite changes no arithmetic: the result equals the exported graph
+up to floating-point summation order.
 """
 
 from __future__ import annotations
 
 import ast
-import contextlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -33,15 +32,12 @@ from typing import Any
 import numpy as np
 
 from ember.passes.sfc_algorithms import ALGORITHMS, FORMS, Algorithm, algorithm
-from ember.runtime.engines.tvm_engine import usable_cores
-from ember.targets import tvm_sfc_kernels as kernels
 from ember.targets.onnx_io import infer_shapes
 
 DOMAIN = "ember"
 LAYER_CLASS = "ember.passes.sfc_conv.SFCConv2d"  # not the quantized subclass (float64 golden)
 MAX_TILE_VECTORS = 4
 MODES = ("auto", "fused", "split", "off")  # target option `sfc`; "off" keeps the exported ops
-BLOCK_BYTES = 512 * 1024  # the fused kernel's per-block workspaces (slots and products)
 # `auto`: the fused kernel re-reads the transformed weights for every block of tiles, the
 # split GEMM once per call, so fused only where they stay in a core's L2 (measured in
 # BENCHMARKS.md: fused 2x faster on 64 channels at batch 8, split faster from 128 channels)
@@ -238,130 +234,3 @@ def _drop_unused_initializers(graph: Any) -> None:
     kept = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-
-
-@contextlib.contextmanager
-def sfc_converters(lanes: int):
-    """Teach TVM's ONNX importer the two `ember` ops while importing."""
-    from tvm.relax.frontend.onnx import onnx_frontend
-
-    original = onnx_frontend._get_convert_map
-    extra = {"EmberSFCInput": _input_converter(lanes), "EmberSFCOutput": _output_converter(lanes),
-             "EmberSFCConv": _conv_converter(lanes), "EmberSFCProducts": _products_converter()}
-    onnx_frontend._get_convert_map = lambda: {**original(), **extra}
-    try:
-        yield
-    finally:
-        onnx_frontend._get_convert_map = original
-
-
-def _input_converter(lanes: int) -> type:
-    from tvm import relax
-    from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
-
-    class EmberSFCInput(OnnxOpConverter):
-        @classmethod
-        def _impl_v1(cls, bb, inputs, attr, params):
-            alg = _attr_algorithm(attr)
-            shape = tuple(int(d) for d in inputs[0].ty.shape)
-            pads = tuple(int(p) for p in attr["pads"])
-            source = kernels.input_transform_source(alg, shape, pads, lanes)
-            n, c, h, w = shape
-            th, tw = kernels.tiles(h + 2 * pads[0] - 2, w + 2 * pads[1] - 2, alg.m)
-            rows = kernels.padded_rows(n * th * tw)
-            out = relax.TensorType((alg.slots, rows, c), "float32")
-            func = _add_kernel(bb, source, attr)
-            return relax.call_tir(func, [inputs[0]], out)
-
-    return EmberSFCInput
-
-
-def _products_converter() -> type:
-    from tvm import relax
-    from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
-
-    class EmberSFCProducts(OnnxOpConverter):
-        @classmethod
-        def _impl_v1(cls, bb, inputs, attr, params):
-            slots, rows, channels = (int(d) for d in inputs[0].ty.shape)
-            _, columns, _, kt = (int(d) for d in inputs[1].ty.shape)
-            source = kernels.products_source(slots, rows, channels, columns * kt, kt)
-            out = relax.TensorType((slots, columns, rows, kt), "float32")
-            return relax.call_tir(_add_kernel(bb, source, attr), list(inputs[:2]), out)
-
-    return EmberSFCProducts
-
-
-def _output_converter(lanes: int) -> type:
-    from tvm import relax
-    from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
-
-    class EmberSFCOutput(OnnxOpConverter):
-        @classmethod
-        def _impl_v1(cls, bb, inputs, attr, params):
-            alg = _attr_algorithm(attr)
-            _, blocks, _, kt = (int(d) for d in inputs[0].ty.shape)
-            out_h, out_w = (int(d) for d in attr["out_shape"])
-            batch, channels = int(attr["batch"]), blocks * kt
-            source = kernels.output_transform_source(alg, batch, channels, (out_h, out_w), kt,
-                                                     len(inputs) > 1 and inputs[1] is not None,
-                                                     lanes)
-            func = _add_kernel(bb, source, attr)
-            args = [i for i in inputs if i is not None]
-            if len(args) > 1:  # the exported bias is (1, K, 1, 1)
-                args[1] = bb.emit(relax.op.reshape(args[1], (channels,)))
-            out = relax.TensorType((batch, channels, out_h, out_w), "float32")
-            return relax.call_tir(func, args, out)
-
-    return EmberSFCOutput
-
-
-def _conv_converter(lanes: int) -> type:
-    from tvm import relax
-    from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
-
-    class EmberSFCConv(OnnxOpConverter):
-        @classmethod
-        def _impl_v1(cls, bb, inputs, attr, params):
-            alg = _attr_algorithm(attr)
-            shape = tuple(int(d) for d in inputs[0].ty.shape)
-            _, blocks, _, kt = (int(d) for d in inputs[1].ty.shape)
-            pads = tuple(int(p) for p in attr["pads"])
-            n, c, h, w = shape
-            channels, out_hw = blocks * kt, (h + 2 * pads[0] - 2, w + 2 * pads[1] - 2)
-            th, tw = kernels.tiles(*out_hw, alg.m)
-            count = n * th * tw
-            block = block_tiles(alg.slots, c, kt, count)
-            split = -(-count // block) < 2 * usable_cores()  # too few blocks to share out
-            args = [i for i in inputs if i is not None]
-            if len(args) > 2:  # the exported bias is (1, K, 1, 1)
-                args[2] = bb.emit(relax.op.reshape(args[2], (channels,)))
-            source = kernels.fused_source(alg, shape, channels, pads, kt, len(args) > 2, lanes,
-                                          block, split_columns=split)
-            out = relax.TensorType((n, channels, *out_hw), "float32")
-            return relax.call_tir(_add_kernel(bb, source, attr), args, out)
-
-    return EmberSFCConv
-
-
-def block_tiles(slots: int, channels: int, kt: int, count: int) -> int:
-    """Tiles per block of the fused kernel: a multiple of the micro-kernel's rows whose
-    workspaces (P x block x (C + kt) floats) fit BLOCK_BYTES, with at least two blocks per
-    core where the layer has that many tiles."""
-    rows = kernels.MICRO_ROWS
-    fit = BLOCK_BYTES // (slots * (channels + kt) * 4) // rows * rows
-    spread = -(-count // (2 * usable_cores())) // rows * rows  # two blocks per core
-    return max(rows, min(fit, max(spread, rows), 16))
-
-
-def _add_kernel(bb: Any, source: str, attr: dict[str, Any]) -> Any:
-    """Add the kernel under its ONNX node's name (sfc_input_3, ...): unique per layer."""
-    name = attr["tvm_custom"]["name"]
-    return bb.add_func(kernels.parse(source).with_attr("global_symbol", name), name)
-
-
-def _attr_algorithm(attr: dict[str, Any]) -> Algorithm:
-    def text(value: Any) -> str:
-        return value.decode() if isinstance(value, bytes) else str(value)
-
-    return algorithm(text(attr["algorithm"]), text(attr["form"]))
