@@ -7,9 +7,11 @@ inputs, alternating between the two, best of `ROUNDS`; a record is used only whe
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ember.compiler.progress import Progress
+from ember.runtime.engines.tvm_engine import usable_cores
 from ember.targets.tvm_schedules import schedule_rules
 from ember.targets.tvm_tune import (
     OperatorGain,
@@ -97,6 +99,10 @@ def use_tuning(mod: Any, target: Any, vector_bytes: int, trials: int | None,
     Without a tuning request the database is only read, and only if it exists: a plain
     compile reuses earlier tuning of the same workloads and never starts any.
     """
+    # measure as the engine runs: TVM's pool sizes itself once, from TVM_NUM_THREADS or else
+    # the physical cores (1 of 2 here), and tuned records chosen on one thread were no
+    # faster on two (BENCHMARKS.md)
+    os.environ.setdefault("TVM_NUM_THREADS", str(usable_cores()))
     target = tuning_target(target)
     folder = database_dir(target)
     asked = trials is not None or minutes is not None
