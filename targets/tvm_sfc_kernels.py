@@ -1,18 +1,22 @@
-"""TIR kernels for SFC / Winograd convolutions: the input and output transforms.
+"""TIR kernels (TVMScript, generated) for SFC / Winograd convolutions.
 
-An SFC layer (passes/sfc_conv.py) on the `tvm` target runs as three kernels:
+An SFC layer (passes/sfc_conv.py) on the `tvm` target computes
 
-    V[p, t, c]       = slots(S . X_t[c] . S^T)[p]              input transform (this file)
-    M[p, j, t, v]    = sum_c V[p, t, c] * Up[p, j, c, v]        slot GEMMs (ember's matmul rules)
+    V[p, t, c]       = slots(S . X_t[c] . S^T)[p]              input transform
+    M[p, j, t, v]    = sum_c V[p, t, c] * Up[p, j, c, v]        slot GEMMs
     Y[n, k, h, w]    = (Lam . unslots(M[:, t, k]) . Lam^T)[a, b] + bias[k]   output transform
                        with t = (n, h // m, w // m), a = h % m, b = w % m, k = j * kt + v
+
+either as three kernels (`input_transform_source`, `products_source`,
+`output_transform_source`) or as one (`fused_source`) that runs all three per block of tiles.
 
 The transform matrices are constants with entries in {0, +-1} (SFC; Winograd's are small
 integers), so the kernels are generated with every coefficient written out: a zero
 coefficient emits nothing and +-1 an addition or subtraction, which is the "additions-only"
 property of the method made literal. Each statement is vectorized over channels (input
 transform) or output channels (output transform); the outer loop runs in parallel over
-(tile, channel block) pairs. The intermediate tiles live in small local buffers (L1).
+(tile, channel block) pairs. The intermediate tiles live in small local buffers (L1). The
+slot GEMMs use a MICRO_ROWS x kt register micro-kernel.
 """
 
 from __future__ import annotations
