@@ -7,15 +7,34 @@ Decode is bound by weight bandwidth: 4-bit weights plus one fp16 scale per 128 w
 The kernels (runtime/gpu/_int4_kernels.py) accumulate in fp32; the block shape and kernel
 variant are picked at run time per (N, K) among the candidates below.
 
-Measured (H200, torch 2.11, Triton 3.6, 32-layer CUDA graphs, tools/gpu_check.py): 1.46x
-(4096x4096), 1.25x (11008x4096) and 1.36x (4096x11008) faster than cuBLAS fp16, short of
-the 1.8x / 2.5x aimed at. Every candidate landed within ~30 % of the others (11.6-17 us for
-4096x4096 alone), pipelined or not, so the kernel is bound by instructions rather than by
-loads in flight: each row's program re-loads, converts and scales the activations that its
-words need (8 loads, 8 conversions, 7 multiplies per word, repeated for every row of the
-tile). Next steps: take the multiply-adds to tensor cores (dequantize a (BN, BK) fp16 tile
-and tl.dot it with x padded to 16 columns, as Marlin-style kernels do), or share one
-pre-scaled copy of the activation planes among the projections that read the same x.
+The rows kernel is built against the instruction count, which bounded the previous (flat)
+kernel: per weight it spends one LOP3 and one FFMA (plus 2 shifts and a 16-byte load's
+share per word of 8 weights), and the activations' loads, conversions and scalings are
+shared by the R rows of a program instead of repeated for every row.
+
+Measured (H200, torch 2.11, Triton 3.6, 32-layer CUDA graphs, tools/gpu_check.py, four
+machine starts on 2026-11-26; the last run's figures first): 2.27x (4096x4096, rows 4x16,
+2 warps: 5.6 us against 12.7 us), 2.20x (11008x4096, rows 8x8, 1 warp: 11.2 us against
+24.6 us) and 2.35x (4096x11008, rows 8x32, 4 warps: 11.9 us against 28.0 us) faster than
+cuBLAS fp16; over the four runs 2.03-2.28x, 1.98-2.23x and 2.17-2.35x (the first run,
+on another machine start, gave the lowest of each). The 1.8x aimed at for 4096x4096 is
+met; the 2.5x for the 11008 shapes is not. In the tuner's single launches (after an L2
+flush, launch included) the flat kernel took 11.5-12.0, 22.8-23.4 and 23.7-24.3 us, the
+rows kernel 8.3-9.6, 14.7-15.9 and 15.0-16.5 us.
+
+Now bound by latency, not by instructions or bandwidth: the weights stream at 1.5-2.1 TB/s
+of the ~4.3 TB/s a copy reaches. Nsight Compute on 11008x4096 (rows 8x8, 1 warp): 12.1 us,
+DRAM at 40 % of peak, 0.51 instructions issued per scheduler cycle, 2.5 warps resident
+per scheduler (1376 one-warp programs, 0.65 waves of 16 warps an SM), the top stall
+waiting on loads (L1TEX scoreboard, 44 %); on 4096x4096 (rows 4x16): 6.6 us, DRAM 28 %,
+3.7 warps per scheduler, 0.50 issued. Each warp holds one step of words in registers
+(4 KB), loads, then computes. Tried and slower in the tuner on every shape (hence not
+kept): a register double buffer of the weights (+9-14 %); a persistent kernel for K =
+4096 with the activations pre-scaled once and row blocks double-buffered (+4-20 %);
+Triton's cp.async pipeline, 2-4 stages (+37-118 %); 16 rows a program (spills even at
+255 registers). Next: more bytes in flight per SM than registers allow, e.g. multi-KB weight
+tiles several stages deep in shared memory by the bulk copy engine (TMA descriptors),
+computed from there.
 """
 
 from __future__ import annotations
@@ -31,27 +50,28 @@ from ember.runtime.gpu.int4_pack import GROUP, PackedInt4, int4_gemv_reference
 
 @dataclass(frozen=True)
 class GemvConfig:
+    kernel: str  # "rows" (activations shared by the R rows of a program) or "flat"
     bn: int  # output rows per program
-    bg: int  # groups of 128 inputs (16 words) per step
+    bg: int  # groups of 128 inputs (16 words) per step; rows: 8 * warps (4 words a thread)
     warps: int
-    stages: int = 3  # steps in flight in the compiler's pipeline (1: none)
-    prefetch: bool = False  # instead, prefetch one step by hand (3-D kernel only)
-    flat: bool = False  # the 2-D kernel (per-word sums, one reduction at the end)
+    stages: int = 1  # steps in flight in the compiler's software pipeline (1: none)
+    maxnreg: int | None = None  # register cap per thread (128: 16 warps an SM)
 
 
-# Candidates: the 3-D kernel with a hand prefetch or the compiler's pipeline, and the flat
-# 2-D kernel, including "wide" programs of 1-8 rows that load a whole K = 4096 row (32
-# groups) in one step. On the H200 the flat (4, 32, 4 warps) won all three shapes.
-GEMV_CONFIGS = (GemvConfig(16, 8, 8, prefetch=True), GemvConfig(4, 16, 4, 3),
-                GemvConfig(4, 32, 4, 1), GemvConfig(4, 32, 4, 1, flat=True),
-                GemvConfig(2, 32, 2, 1, flat=True), GemvConfig(8, 16, 4, 2, flat=True),
-                GemvConfig(8, 8, 4, 3, flat=True), GemvConfig(16, 8, 8, 3, flat=True),
-                GemvConfig(1, 32, 1, 1, flat=True), GemvConfig(8, 32, 8, 1, flat=True))
+# Candidates: the rows kernel with 4 or 8 rows and 1-4 warps a program (BG = 8 warps puts
+# 4 words of each row in every thread, the whole (4, BG, R, 4) tile being one load), and
+# the previous best, the flat (4, 32, 4 warps) kernel. Left alone, ptxas takes up to 255
+# registers, which halves the warps an SM holds; capped at 128 (96) these fit unspilled.
+_ROWS = ((4, 16, 2, 128), (8, 8, 1, 128), (8, 32, 4, 128), (4, 16, 2, 96), (4, 8, 1, 96))
+GEMV_CONFIGS = (*(GemvConfig("rows", r, bg, w, 1, cap) for r, bg, w, cap in _ROWS),
+                GemvConfig("flat", 4, 32, 4))
+MAGIC = 0x4B000000  # the fp32 exponent field of 2^23 (see _int4_kernels.py)
 
 
 def int4_gemv(x: torch.Tensor, packed: PackedInt4, backend: str = "auto",
-              config: GemvConfig | None = None) -> torch.Tensor:
-    """x (K,) or (1, K) -> (1, N) in x's dtype (fp16 or bf16 on the Triton path)."""
+              config: GemvConfig | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x (K,) or (1, K) -> (1, N) in x's dtype (fp16 or bf16 on the Triton path), written
+    into `out` (contiguous, N values of x's dtype) when given on the Triton path."""
     n, k = packed.shape
     if x.numel() != k:
         raise ValueError(f"x must hold K={k} values (batch 1), got shape {tuple(x.shape)}")
@@ -60,7 +80,7 @@ def int4_gemv(x: torch.Tensor, packed: PackedInt4, backend: str = "auto",
     if x.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"the kernel takes fp16 or bf16 activations, got {x.dtype}")
     x = x.reshape(-1).contiguous()
-    y = torch.empty(1, n, device=x.device, dtype=x.dtype)
+    y = torch.empty(1, n, device=x.device, dtype=x.dtype) if out is None else out.view(1, n)
     launch = _launcher(x, packed, y)
     if config is None:
         key = ("int4_gemv", n, k, x.dtype)
@@ -70,20 +90,22 @@ def int4_gemv(x: torch.Tensor, packed: PackedInt4, backend: str = "auto",
 
 
 def _launcher(x: torch.Tensor, packed: PackedInt4, y: torch.Tensor):
-    from ember.runtime.gpu._int4_kernels import _int4_gemv, _int4_gemv_flat
+    from ember.runtime.gpu._int4_kernels import _int4_gemv_flat, _int4_gemv_rows
 
     n, k = packed.shape
     q, s = packed.qweight, packed.scales
     if not (q.is_contiguous() and s.is_contiguous()):
         raise ValueError("packed weights must be contiguous")
+    args = (x, q, s, y, n, k // GROUP, k // 8)
 
     def launch(cfg: GemvConfig) -> None:
         grid = (-(-n // cfg.bn),)
-        if cfg.flat:
-            _int4_gemv_flat[grid](x, q, s, y, n, k // GROUP, k // 8, BN=cfg.bn, BW=16 * cfg.bg,
-                                  STAGES=cfg.stages, num_warps=cfg.warps)
+        options = {"num_warps": cfg.warps, "STAGES": cfg.stages}
+        if cfg.maxnreg is not None:
+            options["maxnreg"] = cfg.maxnreg
+        if cfg.kernel == "rows":
+            _int4_gemv_rows[grid](*args, MAGIC, R=cfg.bn, BG=cfg.bg, **options)
         else:
-            _int4_gemv[grid](x, q, s, y, n, k // GROUP, k // 8, BN=cfg.bn, BG=cfg.bg,
-                             STAGES=cfg.stages, PREFETCH=cfg.prefetch, num_warps=cfg.warps)
+            _int4_gemv_flat[grid](*args, BN=cfg.bn, BW=16 * cfg.bg, **options)
 
     return launch

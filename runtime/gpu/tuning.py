@@ -50,6 +50,11 @@ def pick(key: Hashable, candidates: Sequence[Config], launch: Callable[[Config],
     return _CHOSEN[key]  # type: ignore[return-value]
 
 
+def choice(key: Hashable) -> object | None:
+    """The configuration picked for `key`, or None before it was tuned."""
+    return _CHOSEN.get(key)
+
+
 def chosen() -> dict[str, dict[str, object]]:
     """What was picked and measured, by key, for reports."""
     return {str(key): {"chosen": repr(_CHOSEN[key]),
