@@ -9,8 +9,9 @@ Four rewrites, all exact (they move data or regroup sums, they do not change the
 - Matmul weights are packed into column tiles at compile time (see `pack_matmul_weights`),
   so the scheduled kernels read each tile's columns contiguously instead of striding
   across rows of up to 49152 floats.
-- SFC layers become one input-transform kernel, a batched GEMM and one output-transform
-  kernel each (targets/tvm_sfc.py) instead of the exported chain of dense transform MatMuls.
+- SFC layers become ember's SFC kernels (targets/tvm_sfc.py: one fused kernel, or input
+  transform, slot GEMMs and output transform) instead of the exported chain of dense
+  transform MatMuls.
 - Only float tensors with more than one element stay initializers (weights, passed at run
   time from `params.safetensors`); shape vectors, axes and scalars become `Constant` nodes,
   because a shape that arrives as a run-time parameter makes TVM build fully symbolic
@@ -47,7 +48,7 @@ def prepare_for_tvm(model: Any, pack_tile: int | None = None, lanes: int | None 
     copy.CopyFrom(model)
     folded = fold_weight_transposes(copy)
     packed = pack_matmul_weights(copy, pack_tile) if pack_tile else 0
-    # after packing: it needs shapes
+    # last: ONNX shape inference, which packing needs, stops at the `ember` nodes it adds
     sfc_layers = fuse_sfc_layers(copy, lanes, sfc) if lanes else {"fused": 0, "split": 0}
     weights_only_initializers(copy)
     return Prepared(copy, folded, packed, sfc_layers)
