@@ -16,9 +16,12 @@ weights laid out [K, N], in the weight too) and reduction loops R:
         out[u0*U:, v0*V:] = epilogue(acc)                  # bias, residual, activation
 
 V is the widest multiple of the SIMD width (<= 4 vectors) that divides v's extent, U the
-largest of (4, 2, 1) that divides u's, so no tile needs a bounds check; u is the innermost
-spatial loop the weight operand does not index (`_row_loop`). Producers (padding, reshapes)
-are inlined where that is legal; fused epilogues are inlined into the write-back.
+largest of (4, 2, 1) that divides u's (up to 16 rows when V is one or two vectors:
+`_row_tile`), so no tile needs a bounds check; u is the innermost spatial loop the weight
+operand does not index (`_row_loop`). Producers (reshapes) are inlined where that is legal;
+padding is computed per tile into a small local buffer, so the bounds checks run once per
+padded element instead of on every load of the micro-kernel; fused epilogues are inlined
+into the write-back.
 
 Weight-only computations (layout transforms of conv kernels) are lifted out of `main` into
 `main_transform_params`, which the runtime runs once when it loads the artifact.
@@ -35,9 +38,10 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEDULE_VERSION = "ember-cpu-2"  # recorded in manifests; bump when the rules change
+SCHEDULE_VERSION = "ember-cpu-3"  # recorded in manifests; bump when the rules change
 MAX_VECTORS_PER_TILE = 4
 ROW_TILES = (4, 2, 1)
+MAX_ACCUMULATORS = 16  # vector registers a micro-kernel's accumulators may take (of 32)
 
 
 def schedule_rules(vector_bytes: int) -> list[Any]:
@@ -121,17 +125,24 @@ def _root_blocks(sch: Any) -> list[Any]:
     return list(sch.get_child_blocks(get_root_block(sch)))
 
 
-def _inline_spatial_neighbours(sch: Any, main: Any) -> None:
-    """Inline producers into `main` and epilogues into their producer, where legal."""
+def _inline_spatial_neighbours(sch: Any, main: Any) -> list[Any]:
+    """Inline producers into `main` and epilogues into their producer, where legal; returns
+    the padding producers (they write more than they read), which stay for `_tile` to
+    compute per output tile."""
+    padding = []
     for block in _root_blocks(sch):
         if sch.get(block).same_as(sch.get(main)) or "R" in _iter_kinds(sch, block):
+            continue
+        if _elements(sch, block) > _largest_read(sch, block) > 0:
+            padding.append(block)
             continue
         for inline in (sch.compute_inline, sch.reverse_compute_inline):
             try:
                 inline(block)
                 break
-            except Exception:  # not inlinable this way (e.g. padding with a predicate)
+            except Exception:  # not inlinable this way
                 continue
+    return padding
 
 
 class Contraction(_Rule):
@@ -150,24 +161,30 @@ class Contraction(_Rule):
         extents = [_extent(sch, loop) for loop in loops]
         if None in extents or extents[n_spatial - 1] < self.lanes:
             return False
-        _inline_spatial_neighbours(sch, main)
-        self._tile(sch, main, n_spatial)
+        padding = _inline_spatial_neighbours(sch, main)
+        self._tile(sch, main, n_spatial, padding)
         Spatial(self.vector_bytes).schedule(sch)  # loop nests left outside the contraction
         return True
 
-    def _tile(self, sch: Any, main: Any, n_spatial: int) -> None:
+    def _tile(self, sch: Any, main: Any, n_spatial: int, padding: list[Any]) -> None:
         loops = sch.get_loops(main)
         spatial, reduction = loops[:n_spatial], loops[n_spatial:]
         row = _row_loop(sch, main, n_spatial)
         u, v = spatial[row], spatial[-1]
         outer = [loop for i, loop in enumerate(spatial[:-1]) if i != row]
         v_tile = self._vector_tile(_extent(sch, v))
-        u_tile = next(t for t in ROW_TILES if _extent(sch, u) % t == 0)
+        u_tile = _row_tile(_extent(sch, u), -(-v_tile // self.lanes))
         u0, u1 = sch.split(u, [None, u_tile])
         v0, v1 = sch.split(v, [None, v_tile])
         sch.reorder(*outer, u0, v0, *reduction, u1, v1)
         acc = sch.cache_write(main, 0, "local")
         sch.reverse_compute_at(acc, v0)
+        for block in padding:  # the tile's padded input, bounds-checked once per element
+            sch.compute_at(block, v0)
+            sch.set_scope(block, 0, "local")  # compacted to the tile's region, per task
+            *_, inner = sch.get_loops(block)
+            if _extent(sch, inner) and _extent(sch, inner) % self.lanes == 0:
+                sch.vectorize(inner)
         _inline_epilogues(sch, acc)
         # parallel and vectorize while `main` is still a whole reduction block: the
         # primitives refuse subtrees that hold a decomposed update block
@@ -183,6 +200,22 @@ class Contraction(_Rule):
             if extent % (vectors * self.lanes) == 0:
                 return vectors * self.lanes
         return extent if extent <= MAX_VECTORS_PER_TILE * self.lanes else self.lanes
+
+
+def _row_tile(rows: int, vectors: int) -> int:
+    """Rows of the micro-kernel. A tile one or two vectors wide (convs with 16 or 32 output
+    channels) takes the most rows that divide and fill MAX_ACCUMULATORS registers: 4 x 1
+    accumulators leave the FMA units waiting on their own latency. Wider tiles take 4 (or 2,
+    1: what divides)."""
+    if vectors <= 2:
+        for tile in range(MAX_ACCUMULATORS // vectors, 4, -1):
+            if rows % tile == 0:
+                return tile
+    return next(t for t in ROW_TILES if rows % t == 0)
+
+
+def _largest_read(sch: Any, block: Any) -> int:
+    return max((_shape_elements(r.source.shape) for r in sch.get(block).reads), default=0)
 
 
 def _elements(sch: Any, block: Any) -> int:
