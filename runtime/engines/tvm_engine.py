@@ -74,12 +74,43 @@ class TvmEngine:
             self.params = list(self.vm["main_transform_params"](self.params))
         self.main = self.vm["main"]
         self.tensor = tvm.runtime.tensor
+        self.from_dlpack = tvm.runtime.from_dlpack
         self.lock = threading.Lock()
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
-        args = [self.tensor(x, self.device) for x in inputs]
+        # through DLPack both ways: TVM's own numpy conversions cost 17 us per input and 7 us
+        # per output, a quarter of the digits CNN's 0.13 ms call at batch 1
+        args = [self._as_tensor(x) for x in inputs]
         with self.lock:
             result = self.main(*args, *self.params)
-        if hasattr(result, "numpy"):
-            return [result.numpy()]
-        return [item.numpy() for item in result]
+        outputs = [result] if hasattr(result, "shape") else list(result)
+        return [_to_numpy(item) for item in outputs]
+
+    def _as_tensor(self, x: np.ndarray) -> Any:
+        """A zero-copy view of `x` when TVM accepts one (C-contiguous, 64-byte aligned),
+        else of a 64-byte aligned copy; TVM's own conversion where DLPack cannot carry it."""
+        x = np.asarray(x)
+        if x.size == 0 or x.dtype.kind not in "fiu":
+            return self.tensor(x, self.device)
+        if not (x.flags.c_contiguous and x.ctypes.data % ALIGNMENT == 0):
+            x = _aligned_copy(x)
+        return self.from_dlpack(x)
+
+
+ALIGNMENT = 64  # bytes: TVM's kernels assume it of every buffer (and from_dlpack checks)
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+    """A copy the caller owns (the VM's pool reuses the tensor's memory)."""
+    try:
+        return np.from_dlpack(tensor).copy()
+    except (TypeError, BufferError, RuntimeError):  # a dtype DLPack cannot carry to numpy
+        return tensor.numpy()
+
+
+def _aligned_copy(x: np.ndarray) -> np.ndarray:
+    raw = np.empty(x.nbytes + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    out = raw[start:start + x.nbytes].view(x.dtype).reshape(x.shape)
+    out[...] = x
+    return out
