@@ -16,12 +16,12 @@ weights laid out [K, N], in the weight too) and reduction loops R:
         out[u0*U:, v0*V:] = epilogue(acc)                  # bias, residual, activation
 
 V is the widest multiple of the SIMD width (<= 4 vectors) that divides v's extent, U the
-largest of (4, 2, 1) that divides u's (up to 16 rows when V is one or two vectors:
-`_row_tile`), so no tile needs a bounds check; u is the innermost spatial loop the weight
-operand does not index (`_row_loop`). Producers (reshapes) are inlined where that is legal;
-padding is computed per tile into a small local buffer, so the bounds checks run once per
-padded element instead of on every load of the micro-kernel; fused epilogues are inlined
-into the write-back.
+largest of (4, 2, 1) that divides u's (more, up to half the vector registers, when V is
+one or two vectors: `_row_tile`), so no tile needs a bounds check; u is the innermost
+spatial loop the weight operand does not index (`_row_loop`). Producers (reshapes) are
+inlined where that is legal; padding is computed per tile into a small local buffer, so the
+bounds checks run once per padded element instead of on every load of the micro-kernel;
+fused epilogues are inlined into the write-back.
 
 Weight-only computations (layout transforms of conv kernels) are lifted out of `main` into
 `main_transform_params`, which the runtime runs once when it loads the artifact.
@@ -41,7 +41,9 @@ from typing import Any
 SCHEDULE_VERSION = "ember-cpu-3"  # recorded in manifests; bump when the rules change
 MAX_VECTORS_PER_TILE = 4
 ROW_TILES = (4, 2, 1)
-MAX_ACCUMULATORS = 16  # vector registers a micro-kernel's accumulators may take (of 32)
+# vector registers a micro-kernel's accumulators may take: half the file (AVX-512 has 32,
+# AVX2 and SSE 16), the rest holding the weight vectors and the broadcast input
+ACCUMULATOR_SHARE = 2
 
 
 def schedule_rules(vector_bytes: int) -> list[Any]:
@@ -173,7 +175,9 @@ class Contraction(_Rule):
         u, v = spatial[row], spatial[-1]
         outer = [loop for i, loop in enumerate(spatial[:-1]) if i != row]
         v_tile = self._vector_tile(_extent(sch, v))
-        u_tile = _row_tile(_extent(sch, u), -(-v_tile // self.lanes))
+        registers = 32 if self.vector_bytes == 64 else 16
+        u_tile = _row_tile(_extent(sch, u), -(-v_tile // self.lanes),
+                           registers // ACCUMULATOR_SHARE)
         u0, u1 = sch.split(u, [None, u_tile])
         v0, v1 = sch.split(v, [None, v_tile])
         sch.reorder(*outer, u0, v0, *reduction, u1, v1)
@@ -183,7 +187,7 @@ class Contraction(_Rule):
             sch.compute_at(block, v0)
             sch.set_scope(block, 0, "local")  # compacted to the tile's region, per task
             *_, inner = sch.get_loops(block)
-            if _extent(sch, inner) and _extent(sch, inner) % self.lanes == 0:
+            if (_extent(sch, inner) or 1) % self.lanes == 0:
                 sch.vectorize(inner)
         _inline_epilogues(sch, acc)
         # parallel and vectorize while `main` is still a whole reduction block: the
@@ -202,13 +206,13 @@ class Contraction(_Rule):
         return extent if extent <= MAX_VECTORS_PER_TILE * self.lanes else self.lanes
 
 
-def _row_tile(rows: int, vectors: int) -> int:
+def _row_tile(rows: int, vectors: int, accumulators: int) -> int:
     """Rows of the micro-kernel. A tile one or two vectors wide (convs with 16 or 32 output
-    channels) takes the most rows that divide and fill MAX_ACCUMULATORS registers: 4 x 1
+    channels) takes the most rows that divide and fit `accumulators` registers: 4 x 1
     accumulators leave the FMA units waiting on their own latency. Wider tiles take 4 (or 2,
     1: what divides)."""
     if vectors <= 2:
-        for tile in range(MAX_ACCUMULATORS // vectors, 4, -1):
+        for tile in range(accumulators // vectors, 4, -1):
             if rows % tile == 0:
                 return tile
     return next(t for t in ROW_TILES if rows % t == 0)
