@@ -4,8 +4,8 @@ ResNet-style layers (C -> C channels, 3x3, padding 1) at batch 1 and 8. Each row
 one run on this machine, ONNX Runtime's direct convolution of the same layer (the baseline)
 and: PyTorch's direct convolution (oneDNN), TVM's direct convolution (ember's rules, tuning
 off), and the `sfc` pass's lowering (SFC-6(6x6) symbolic by default) compiled by ember for
-`cpu` (ONNX Runtime, standard ops) and for `tvm` with ember's SFC kernels, fused (the
-default) and split into three kernels. Each is timed alone, one after another (median of
+`cpu` (ONNX Runtime, standard ops) and for `tvm` with ember's SFC kernels, fused (one
+kernel per layer) and split into three kernels. Each is timed alone, one after another (median of
 REPEAT calls after warm-up; sessions are dropped before the next loads): short calls
 alternating between engines measure their thread pools' spinning. The second table splits
 the split kernels' time into input transform, slot GEMMs and output transform
