@@ -34,6 +34,9 @@ from ember.runtime.engines.tvm_engine import usable_cores
 
 MAX_TASKS = 16
 FLOP_SHARE = 0.99  # tune the functions that hold this share of the estimated FLOPs
+#: a tuned record replaces the rules only when it is this much faster: nearer than that the
+#: timing noise decides, and the same compile would pick differently from run to run
+MIN_GAIN = 1.03
 TRIALS_PER_ROUND = 16
 
 
@@ -51,15 +54,17 @@ class OperatorGain:
     calls: int
     rules_us: float
     tuned_us: float | None  # None: no record in the database
+    agrees: bool = True  # the tuned function's outputs equal the rules' on the same inputs
 
     @property
     def used(self) -> bool:
-        return self.tuned_us is not None and self.tuned_us < self.rules_us
+        return self.tuned_us is not None and self.agrees \
+            and self.tuned_us * MIN_GAIN < self.rules_us
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "calls": self.calls, "rules_us": round(self.rules_us, 2),
                 "tuned_us": None if self.tuned_us is None else round(self.tuned_us, 2),
-                "used": self.used}
+                "agrees": self.agrees, "used": self.used}
 
 
 @dataclass

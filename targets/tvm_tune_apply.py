@@ -1,8 +1,10 @@
 """Using tuning records: time each tuned function against ember's rule schedule, keep the
 faster, and put the tuned functions into the module (marked scheduled, so the rules skip them).
 
-Both versions of a function are built alone for the same target and timed here on random
-inputs, alternating between the two, best of `ROUNDS`; a record is used only when it wins.
+Both versions of a function are built alone for the same target, run once on the same random
+inputs (their outputs must agree: MetaSchedule measures candidates but never checks them), and
+timed alternating between the two, best of `ROUNDS`. A record is used only when it agrees and
+wins by MIN_GAIN; a tie within the noise keeps the rules, so a compile is repeatable.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from ember.targets.tvm_tune import (
 
 ROUNDS = 5
 MIN_REPEAT_MS = 20
+#: tuned and rule schedules of one function differ only in summation order
+AGREE_RTOL, AGREE_ATOL = 1e-4, 1e-5
 
 
 def compare(tasks: list[Task], database: Any, target: Any, vector_bytes: int
@@ -37,8 +41,10 @@ def compare(tasks: list[Task], database: Any, target: Any, vector_bytes: int
         tuned = database.query_ir_module(workload(task.func), target, "main")
         rules = _rules_module(task.func, target, vector_bytes)
         modules = [rules] + ([tuned] if tuned is not None else [])
-        times = _time_alternating(modules, target)
-        gain = OperatorGain(task.name, task.calls, times[0], times[1] if tuned else None)
+        built = _build_all(modules, target)
+        agrees = tuned is None or _outputs_agree(built, modules[0]["main"])
+        times = _time_alternating(built, modules[0]["main"])
+        gain = OperatorGain(task.name, task.calls, times[0], times[1] if tuned else None, agrees)
         gains.append(gain)
         if gain.used:
             winners[task.name] = tuned["main"]
@@ -61,16 +67,36 @@ def _rules_module(func: Any, target: Any, vector_bytes: int) -> Any:
         return dlight.ApplyDefaultSchedule(*schedule_rules(vector_bytes))(workload(func))
 
 
-def _time_alternating(modules: list[Any], target: Any) -> list[float]:
-    """Microseconds per call of each module's `main`, best of ROUNDS alternating runs."""
+def _build_all(modules: list[Any], target: Any) -> list[Any]:
+    import tvm
+
+    return [tvm.compile(m, target=target).mod for m in modules]
+
+
+def _outputs_agree(built: list[Any], func: Any) -> bool:
+    """Every buffer after one call of each library on fresh copies of the same inputs is
+    equal within AGREE_RTOL/AGREE_ATOL (outputs are written in place into their buffers)."""
+    import numpy as np
+    import tvm
+
+    results = []
+    for lib in built:
+        args = _random_args(func, tvm.cpu())
+        lib["main"](*args)
+        results.append([a.numpy() for a in args])
+    return all(np.allclose(a, b, rtol=AGREE_RTOL, atol=AGREE_ATOL, equal_nan=True)
+               for a, b in zip(*results))
+
+
+def _time_alternating(built: list[Any], func: Any) -> list[float]:
+    """Microseconds per call of each library's `main`, best of ROUNDS alternating runs."""
     import tvm
 
     device = tvm.cpu()
-    built = [tvm.compile(m, target=target).mod for m in modules]
-    args = _random_args(modules[0]["main"], device)
+    args = _random_args(func, device)
     timers = [lib.time_evaluator("main", device, number=1, repeat=1,
                                  min_repeat_ms=MIN_REPEAT_MS) for lib in built]
-    best = [float("inf")] * len(modules)
+    best = [float("inf")] * len(built)
     for _ in range(ROUNDS):
         for i, timer in enumerate(timers):
             best[i] = min(best[i], float(timer(*args).mean) * 1e6)

@@ -18,6 +18,7 @@ import ember
 import ember.runtime as rt
 from ember.compiler.export import export_onnx
 from ember.errors import UserError
+from ember.targets.tvm_tune import MIN_GAIN
 
 pytestmark = pytest.mark.usefixtures("tvm_available")
 
@@ -82,7 +83,8 @@ def test_database_round_trip(mlp_onnx, tmp_path, monkeypatch):
     assert again["trials"] == 0 and again["database"] == record["database"]
     timed = [op for op in again["operators"] if op["tuned_us"] is not None]
     assert timed, "the second compile found no records for its workloads"
-    assert all(op["used"] == (op["tuned_us"] < op["rules_us"]) for op in timed)
+    assert all(op["agrees"] for op in timed)  # MetaSchedule's schedules compute the same
+    assert all(op["used"] == (op["tuned_us"] * MIN_GAIN < op["rules_us"]) for op in timed)
     assert again["operators_tuned"] == sum(op["used"] for op in again["operators"])
 
     off = ember.compile({**config, "output": str(tmp_path / "off"),
@@ -100,3 +102,22 @@ def test_bad_tuning_options(mlp_onnx, tmp_path, options, message):
         ember.compile({"model": f"onnx:{mlp_onnx}", "target": "tvm",
                        "output": str(tmp_path / "x"), "target_options": options})
     assert not (tmp_path / "x").exists()
+
+
+def test_a_tuned_function_that_computes_something_else_is_refused():
+    """The agreement check compares every buffer after one call of each library."""
+    import tvm
+    from tvm import te
+
+    from ember.targets.tvm_tune_apply import _build_all, _outputs_agree
+
+    def elementwise(factor: float):
+        a = te.placeholder((64,), "float32", name="a")
+        b = te.compute((64,), lambda i: a[i] * factor, name="b")
+        return tvm.IRModule({"main": te.create_prim_func([a, b])})
+
+    target = tvm.target.Target({"kind": "llvm"})
+    same = _build_all([elementwise(2.0), elementwise(2.0)], target)
+    other = _build_all([elementwise(2.0), elementwise(-2.0)], target)
+    assert _outputs_agree(same, elementwise(2.0)["main"])
+    assert not _outputs_agree(other, elementwise(2.0)["main"])
