@@ -8,6 +8,7 @@ both in one call, as `ember compile` and `ember.compile()` use it.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,7 +79,8 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
     with progress.stage(f"loading {config.model}"):
         loaded = load_model(config.model, config.example, config.seed, progress)
     model_record = _model_record(loaded)  # before passes: the weights as loaded
-    ctx = PassContext(example_inputs=_torch_inputs(loaded), seed=config.seed, progress=progress)
+    ctx = PassContext(example_inputs=_torch_inputs(loaded), seed=config.seed, progress=progress,
+                      tokenizer=loaded.info.get("tokenizer"), work_dir=work_dir(config))
     model, records = run_passes(loaded.module, config.passes, ctx)
     if model is None:
         onnx_model = loaded.onnx_model
@@ -131,7 +133,18 @@ def compile_model(config: CompileConfig | dict[str, Any] | str | Path, *, force:
         raise ConfigError("no output directory: set `output:` in the config or pass -o DIR")
     check_output(Path(config.output), force)  # fail before the expensive work
     prepared = prepare(config, progress)
-    return build(prepared, config.output, force=force, progress=progress)
+    folder = build(prepared, config.output, force=force, progress=progress)
+    shutil.rmtree(work_dir(config), ignore_errors=True)  # checkpoints served their purpose
+    return folder
+
+
+def work_dir(config: CompileConfig) -> Path | None:
+    """Where passes keep resumable state (tuning checkpoints): `.<output>.work` beside the
+    output, kept until the compile succeeds, so rerunning the same command resumes."""
+    if not config.output:
+        return None
+    output = Path(config.output).absolute()
+    return output.parent / f".{output.name}.work"
 
 
 def _torch_inputs(loaded: LoadedModel) -> dict[str, Any]:

@@ -165,7 +165,17 @@ def parse_pass_flag(flag: str) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--pass {flag!r}: {item!r} is not key=value")
         try:
-            params[key] = yaml.safe_load(raw)
+            params[key] = _scalar(yaml.safe_load(raw))
         except yaml.YAMLError:
             params[key] = raw
     return {"name": name, "params": params}
+
+
+def _scalar(value: Any) -> Any:
+    """YAML 1.1 reads `1e-3` (no dot) as a string; a flag value that is a number is one."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from ember.passes.contract import Pass, PassContext, PassResult, Tolerance
 from ember.passes.fold_bn import FoldBatchNorm
+from ember.passes.prune import StructuralPruning
 from ember.passes.sfc import SFCLowering
 
 PASSES: dict[str, type] = {
     "fold_bn": FoldBatchNorm,
+    "prune": StructuralPruning,
     "sfc": SFCLowering,
 }
 

@@ -9,6 +9,7 @@ counted in `stats` under a `skipped:<reason>` key, never skipped silently.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ember.compiler.progress import QUIET, Progress
@@ -28,13 +29,16 @@ class PassResult:
 
 @dataclass
 class PassContext:
-    """What passes need from outside the model: data, device, seed, progress."""
+    """What passes need from outside the model: data, device, seed, progress, the model's
+    tokenizer (language models) and a work directory for checkpoints (None: no resume)."""
 
     example_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     calibration: list[dict[str, torch.Tensor]] = field(default_factory=list)
     device: str = "cpu"
     seed: int = 0
     progress: Progress = field(default_factory=lambda: QUIET)
+    tokenizer: Any = None
+    work_dir: Path | None = None
 
 
 class Pass(Protocol):
