@@ -40,14 +40,15 @@ class Prepared:
 
 def prepare_for_tvm(model: Any, pack_tile: int | None = None, lanes: int | None = None,
                     sfc: str = "auto") -> Prepared:
-    """A rewritten copy of `model` (the input is not modified); `pack_tile` enables packing
-    and `lanes` (fp32 SIMD lanes) the SFC kernels, `sfc` choosing them (tvm_sfc.MODES)."""
+    """A rewritten copy of `model` (the input is not modified); `pack_tile` (the widest
+    column tile) enables packing and `lanes` (fp32 SIMD lanes) the SFC kernels and narrower
+    tiles, `sfc` choosing the kernels (tvm_sfc.MODES)."""
     import onnx
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     folded = fold_weight_transposes(copy)
-    packed = pack_matmul_weights(copy, pack_tile) if pack_tile else 0
+    packed = pack_matmul_weights(copy, pack_tile, lanes or pack_tile) if pack_tile else 0
     # last: ONNX shape inference, which packing needs, stops at the `ember` nodes it adds
     sfc_layers = fuse_sfc_layers(copy, lanes, sfc) if lanes else {"fused": 0, "split": 0}
     weights_only_initializers(copy)
@@ -102,7 +103,7 @@ def _replace(field: Any, items: list[Any]) -> None:
     field.extend(items)
 
 
-def pack_matmul_weights(model: Any, tile: int) -> int:
+def pack_matmul_weights(model: Any, tile: int, step: int | None = None) -> int:
     """Rewrite `MatMul(A, W)` with a [K, N] weight into a blocked layout, in place.
 
     W is stored as Wp[N / tile, K, tile] (Wp[j, k, v] = W[k, j * tile + v]), so the columns of
@@ -111,7 +112,10 @@ def pack_matmul_weights(model: Any, tile: int) -> int:
         T[..., i, j, v] = sum_k A[..., i, k] * Wp[j, k, v]        (Einsum)
         C[..., i, j * tile + v] = T[..., i, j, v]                  (Reshape: no data moves)
 
-    Only weights whose N is a multiple of `tile` are packed. Returns how many were.
+    Each weight takes the widest tile in `tile, tile - step, ..., step` that divides its N
+    (`step`: the SIMD lanes, so a tile is whole vectors; a pruned width such as 432 = 9 x 48
+    takes 48 where 576 takes 64); a weight no tile divides is left alone (the product then
+    gets the unpacked schedule, several times slower). Returns how many were packed.
     """
     from onnx import helper, numpy_helper
 
@@ -123,13 +127,14 @@ def pack_matmul_weights(model: Any, tile: int) -> int:
     for node in graph.node:
         weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
         rank = ranks.get(node.input[0])
-        if weight is None or len(weight.dims) != 2 or weight.dims[1] % tile or rank is None \
-                or rank < 2 or weight.data_type not in FLOAT_TYPES:
+        width = _column_tile(weight.dims[1], tile, step or tile) \
+            if weight is not None and len(weight.dims) == 2 else None
+        if width is None or rank is None or rank < 2 or weight.data_type not in FLOAT_TYPES:
             nodes.append(node)
             continue
         k, n = weight.dims
-        array = numpy_helper.to_array(weight).reshape(k, n // tile, tile).transpose(1, 0, 2)
-        name = f"{weight.name}.packed{tile}"
+        array = numpy_helper.to_array(weight).reshape(k, n // width, width).transpose(1, 0, 2)
+        name = f"{weight.name}.packed{width}"
         if name not in initializers:
             initializers[name] = numpy_helper.from_array(array.copy(), name)
             graph.initializer.append(initializers[name])
@@ -140,6 +145,10 @@ def pack_matmul_weights(model: Any, tile: int) -> int:
     _replace(graph.node, nodes)
     _replace(graph.initializer, [t for t in graph.initializer if t.name not in unused])
     return packed
+
+
+def _column_tile(n: int, widest: int, step: int) -> int | None:
+    return next((t for t in range(widest, 0, -step) if n % t == 0), None)
 
 
 def _packed_product(helper: Any, node: Any, packed: str, rank: int, n: int) -> list[Any]:

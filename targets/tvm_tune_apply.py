@@ -85,7 +85,7 @@ def _outputs_agree(built: list[Any], func: Any) -> bool:
         lib["main"](*args)
         results.append([a.numpy() for a in args])
     return all(np.allclose(a, b, rtol=AGREE_RTOL, atol=AGREE_ATOL, equal_nan=True)
-               for a, b in zip(*results))
+               for a, b in zip(*results, strict=True))
 
 
 def _time_alternating(built: list[Any], func: Any) -> list[float]:
