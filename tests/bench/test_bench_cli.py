@@ -133,3 +133,24 @@ def test_null_artifact_cannot_be_benchmarked(tmp_path, capsys):
     capsys.readouterr()
     code, _, err = _bench(capsys, str(tmp_path / "n"), "-o", str(tmp_path / "r"))
     assert code == 2 and "cannot be timed" in err
+
+
+def test_explicit_baselines_match_by_spec_then_by_target_and_signature(monkeypatch, tmp_path):
+    """A pruned model saved as its own hf: folder has no baseline of its spec: it takes the
+    one baseline of its target and input signature, and an ambiguous choice is refused."""
+    from ember.errors import UserError
+    from ember.tools.bench import baseline as chooser
+
+    inputs = [{"name": "input_ids", "shape": [1, 128], "dtype": "int64"}]
+    def manifest(spec: str, target: str) -> dict:
+        return {"model": {"spec": spec}, "target": target, "signature": {"inputs": inputs}}
+
+    manifests = {"pruned": manifest("hf:pruned", "cpu"), "dense-cpu": manifest("hf:dense", "cpu"),
+                 "dense-tvm": manifest("hf:dense", "tvm"), "other-cpu": manifest("hf:other", "cpu")}
+    monkeypatch.setattr(chooser, "read_manifest", lambda folder: manifests[folder.name])
+    pick = chooser._matching(tmp_path / "pruned", manifests["pruned"],
+                             [tmp_path / "dense-tvm", tmp_path / "dense-cpu"])
+    assert pick.folder.name == "dense-cpu"
+    with pytest.raises(UserError, match="no --baseline matches"):
+        chooser._matching(tmp_path / "pruned", manifests["pruned"],
+                          [tmp_path / "dense-cpu", tmp_path / "other-cpu"])

@@ -3,7 +3,9 @@
 Default: the same model, example and target options compiled with no passes for the same
 target, built on the fly into REPORT_DIR/baselines/ (reused on later runs when its recorded
 config is identical). An artifact whose passes changed nothing is its own baseline. Explicit
-`--baseline DIR`s are matched by model spec and input signature, preferring the same target.
+`--baseline DIR`s are matched by model spec and input signature, preferring the same target;
+a candidate whose model spec no baseline shares (a pruned model saved as its own `hf:` folder)
+takes the one baseline of the same target and input signature, if exactly one fits.
 """
 
 from __future__ import annotations
@@ -44,15 +46,21 @@ def choose_baseline(candidate: Path, explicit: list[Path], work_dir: Path,
 
 
 def _matching(candidate: Path, manifest: dict[str, Any], explicit: list[Path]) -> Baseline:
-    fits = []
+    fits, same_shape = [], []
     for folder in explicit:
         other = read_manifest(folder)
-        if (other["model"]["spec"] == manifest["model"]["spec"]
-                and other["signature"]["inputs"] == manifest["signature"]["inputs"]):
+        if other["signature"]["inputs"] != manifest["signature"]["inputs"]:
+            continue
+        if other["model"]["spec"] == manifest["model"]["spec"]:
             fits.append((other["target"] != manifest["target"], folder))
+        elif other["target"] == manifest["target"]:
+            same_shape.append((False, folder))
+    if not fits and len(same_shape) == 1:
+        fits = same_shape
     if not fits:
         raise UserError(f"no --baseline matches {candidate} (same model "
-                        f"{manifest['model']['spec']} and input signature needed)")
+                        f"{manifest['model']['spec']} and input signature, or one baseline "
+                        "of the same target and input signature, needed)")
     folder = sorted(fits)[0][1]
     return Baseline(folder, folder.name, folder.resolve() == candidate.resolve())
 
