@@ -161,7 +161,7 @@ class Contraction(_Rule):
         if n_spatial < 2 or "S" in kinds[n_spatial:] or len(loops) != len(kinds):
             return False
         extents = [_extent(sch, loop) for loop in loops]
-        if None in extents or extents[n_spatial - 1] < self.lanes:
+        if None in extents or not self._vector_width(extents[n_spatial - 1]):
             return False
         padding = _inline_spatial_neighbours(sch, main)
         self._tile(sch, main, n_spatial, padding)
@@ -198,6 +198,11 @@ class Contraction(_Rule):
         *_, write_inner = sch.get_loops(acc)
         self._vectorize(sch, write_inner)
         sch.decompose_reduction(main, reduction[0])
+
+    def _vector_width(self, extent: int) -> bool:
+        """Whole vectors, or a power-of-two part of one of at least 4 lanes (a pruned conv with
+        8 output channels runs on half registers instead of not being scheduled at all)."""
+        return extent >= self.lanes or (extent >= 4 and extent & (extent - 1) == 0)
 
     def _vectorize(self, sch: Any, loop: Any) -> None:
         """Vectorize a tile's column loop. A tile of 3 vectors (48 lanes: a pruned width such
