@@ -28,10 +28,9 @@ from ember.passes.contract import PassContext, PassResult, Tolerance
 from ember.passes.pat_hsm import FORMS
 from ember.passes.pat_model import SCOPES
 from ember.passes.prune_cnn import prune_cnn
-from ember.passes.prune_cnn_groups import PruneError as CNNPruneError
 from ember.passes.prune_data import check_source, digit_batches, text_windows
+from ember.passes.prune_errors import PruneError
 from ember.passes.prune_llm import LLMPlan, prune_llm
-from ember.passes.prune_llm_groups import PruneError as LLMPruneError
 from ember.passes.prune_tune import TuneSettings
 
 LLM_METHODS = ("pat", "magnitude", "taylor")
@@ -103,15 +102,15 @@ class StructuralPruning:
             if lm is not None:
                 return self._prune_llm(model, lm, ctx)
             return self._prune_cnn(model, ctx)
-        except (LLMPruneError, CNNPruneError) as exc:
+        except PruneError as exc:
             raise UnsupportedModelError(f"prune: {exc}") from None
 
     def _prune_llm(self, wrapper: nn.Module, lm: nn.Module, ctx: PassContext) -> PassResult:
         if self.method not in LLM_METHODS:
-            raise LLMPruneError(f"method {self.method} is for CNNs; language models take "
+            raise PruneError(f"method {self.method} is for CNNs; language models take "
                                 f"{', '.join(LLM_METHODS)}")
         if not self.data.startswith("text:"):
-            raise LLMPruneError(f"language models tune on text: data=text:NAME, not {self.data}")
+            raise PruneError(f"language models tune on text: data=text:NAME, not {self.data}")
         windows = text_windows(self.data, ctx.tokenizer, self.seq)
         example = next(iter(ctx.example_inputs.values()))
         checkpoints = ctx.work_dir / "prune" if ctx.work_dir is not None else None
@@ -132,7 +131,7 @@ class StructuralPruning:
 
     def _prune_cnn(self, model: nn.Module, ctx: PassContext) -> PassResult:
         if self.method not in CNN_METHODS:
-            raise CNNPruneError(f"method {self.method} is for language models; CNNs take "
+            raise PruneError(f"method {self.method} is for language models; CNNs take "
                                 f"{', '.join(CNN_METHODS)}")
         example = next(iter(ctx.example_inputs.values()))
         batches = digit_batches(64, self.seed) if self.data == "digits" else []

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ember.passes.prune_errors import PruneError
+
 # Model types whose modeling code has exactly the Llama layout and RMSNorm `w * x / rms(x)`,
 # with the width taken from the config (`head_dim` read explicitly when present).
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
@@ -36,8 +38,6 @@ _MLP = ("gate_proj", "up_proj", "down_proj")
 _LAYER = ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
 
 
-class PruneError(ValueError):
-    """The model or keep set is outside what the structural slicer handles exactly."""
 
 
 @dataclass(frozen=True)
