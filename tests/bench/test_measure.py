@@ -72,10 +72,27 @@ def test_short_calls_are_settled_before_being_timed(monkeypatch):
         return 1.0
 
     monkeypatch.setattr(measure, "timed_ms", fake_timed_ms)
+    monkeypatch.setattr(measure, "BLOCK_MS", 6.0)  # pairs of 2 ms: blocks of 3 calls
     interleaved(cand, base, warmup=1, repeat=2, budget_s=1.0)
-    # each timed call is preceded by one untimed call of the same engine
+    # each block: one untimed call of the engine, then three timed calls of the same engine
     assert untimed == ["cand", "base", "base", "cand"]
-    assert timed[2:] == ["cand", "base", "base", "cand"]
+    assert timed[2:] == ["cand"] * 3 + ["base"] * 6 + ["cand"] * 3
+
+
+def test_a_short_block_sample_is_the_median_of_its_calls(monkeypatch):
+    # the first timed call after a switch is slow (the other engine's workers still spin)
+    durations = {"cand": iter([1.0, 1.0] + [9.0, 1.0, 1.0] * 2),
+                 "base": iter([1.0, 1.0] + [9.0, 2.0, 2.0] * 2)}
+    _recording(monkeypatch, durations)
+    monkeypatch.setattr(measure, "BLOCK_MS", 6.0)
+    timing = interleaved(lambda: "cand", lambda: "base", warmup=1, repeat=2, budget_s=1.0)
+    assert timing.ratios == (2.0, 2.0)
+
+
+def test_block_length_bounds():
+    assert measure.block_length(measure.SETTLE_BELOW_MS) == 0
+    assert measure.block_length(measure.BLOCK_MS * 2) == 1
+    assert measure.block_length(1e-6) == measure.MAX_BLOCK
 
 
 def test_self_baseline_times_once_per_pair(monkeypatch):

@@ -9,11 +9,13 @@ state, other load) that a ratio of two separate medians would absorb as error.
 Engines with thread pools keep their workers spinning for a moment after a call (ONNX
 Runtime and TVM both do). Right after a switch, the other engine's spinning workers steal
 the cores: on 2 cores a 0.2 ms TVM call measured 29 ms when timed straight after ONNX
-Runtime. So when calls are short (a pair under SETTLE_BELOW_MS), each timed call follows
-one untimed call of the same engine, which absorbs most of the switch (that took the TVM
-call back to 0.3-0.4 ms; alone it runs in 0.23 ms, because ONNX Runtime's workers spin for
-longer than one call). The remaining interference is reported, not hidden: compare with
-`Session.benchmark` on each artifact alone when it matters. Long calls need no settling.
+Runtime. So when calls are short (a pair under SETTLE_BELOW_MS), the engines alternate in
+blocks rather than call by call: a block is one untimed call that absorbs the switch, then
+`block` timed calls of the same engine (about BLOCK_MS of work), and the block's median is
+the sample. One settling call alone took the TVM call back to 0.3-0.4 ms (alone it runs in
+0.23 ms, because ONNX Runtime's workers spin for longer than one call); a block's median is
+what a deployment that runs one model sees. Long calls need no settling and alternate call
+by call.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from ember.runtime.timing import BenchmarkResult, summarize, timed_ms
 MIN_REPEAT = 3
 MAX_REPEAT = 200
 SETTLE_BELOW_MS = 200.0
+BLOCK_MS = 20.0
+MAX_BLOCK = 100
 
 
 @dataclass(frozen=True)
@@ -68,19 +72,27 @@ def interleaved(
     calls = [candidate] if baseline is None else [candidate, baseline]
     for _ in range(max(warmup, 1)):
         pair_ms = sum(timed_ms(call) for call in calls)
-    settle = baseline is not None and pair_ms < SETTLE_BELOW_MS
-    total = repeat or choose_repeat(pair_ms * (2 if settle else 1), budget_s)
+    block = block_length(pair_ms) if baseline is not None else 0
+    total = repeat or choose_repeat(pair_ms * (block + 1 if block else 1), budget_s)
     cand, base = [], []
     for i in range(total):
         order = calls if i % 2 == 0 else calls[::-1]
-        times = {id(call): _settled_ms(call, settle) for call in order}
+        times = {id(call): _sample_ms(call, block) for call in order}
         cand.append(times[id(candidate)])
         base.append(times[id(baseline)] if baseline is not None else times[id(candidate)])
         on_pair(total)
     return paired_speedup(cand, base)
 
 
-def _settled_ms(call: Callable[[], object], settle: bool) -> float:
-    if settle:
-        call()  # untimed: absorbs the switch from the other engine
-    return timed_ms(call)
+def block_length(pair_ms: float) -> int:
+    """Timed calls per block: 0 (call by call) for long calls, else about BLOCK_MS of pairs."""
+    if pair_ms >= SETTLE_BELOW_MS:
+        return 0
+    return int(min(MAX_BLOCK, max(1, BLOCK_MS // max(pair_ms, 1e-3))))
+
+
+def _sample_ms(call: Callable[[], object], block: int) -> float:
+    if not block:
+        return timed_ms(call)
+    call()  # untimed: absorbs the switch from the other engine
+    return float(np.median([timed_ms(call) for _ in range(block)]))
