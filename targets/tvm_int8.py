@@ -28,7 +28,13 @@ def has_vnni(tvm: Any, target: Any) -> bool:
 
 
 def supported(m: int, k: int, n: int) -> bool:
-    return k % DEPTH == 0 and n % LANES == 0 and m >= 1
+    """Shapes the kernel takes: N a whole number of vectors (K is padded to a multiple of 4
+    with zero rows of W, which add nothing and leave colsum(W) as it is)."""
+    return n % LANES == 0 and m >= 1 and k >= 1
+
+
+def padded_depth(k: int) -> int:
+    return -(-k // DEPTH) * DEPTH
 
 
 def pack_weight(w: Any) -> Any:
@@ -160,10 +166,12 @@ def vnni_intrinsic() -> str:
 
 
 def lower_int8_matmuls(mod: Any) -> tuple[Any, int]:
-    """Route `matmul(astype(A), astype(W))` with int8/uint8 A, a constant int8 W [K, N] and
-    int32 output (TVM's import of ONNX `MatMulInteger`, also with a scalar zero point of A
-    subtracted) to the VNNI kernel. Returns the module and how many products were routed;
-    shapes the kernel does not take (K % 4, N % 16) keep TVM's generic int32 lowering."""
+    """Route `matmul(astype(A), astype(W))` with int8/uint8 A, an int8 W [K, N] that is a
+    constant or a weight parameter (packed by relax ops that LiftTransformParams then runs
+    once at load) and int32 output (TVM's import of ONNX `MatMulInteger`, also with a scalar
+    zero point of A subtracted) to the VNNI kernel. Returns the module and how many products
+    were routed; shapes the kernel does not take (N % 16, dynamic shapes) keep TVM's generic
+    int32 lowering."""
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
@@ -189,8 +197,9 @@ def lower_int8_matmuls(mod: Any) -> tuple[Any, int]:
 
 
 def _match(mutator: Any, call: Any) -> tuple[Any, Any, Any, Any] | None:
-    """(A, W as numpy, zero point expr or None, out shape) when `call` is a routable product."""
-    from tvm import ir
+    """(A, W as numpy or a parameter, zero point expr or None, out shape) when `call` is a
+    routable product."""
+    from tvm import ir, tirx
 
     if not _is_op(call, "relax.matmul") or str(call.attrs.out_dtype) != "int32":
         return None
@@ -203,14 +212,25 @@ def _match(mutator: Any, call: Any) -> tuple[Any, Any, Any, Any] | None:
         zero_point = zp
     if not (_is_op(lhs, "relax.astype") and _is_op(rhs, "relax.astype")):
         return None
-    a, w = lhs.args[0], rhs.args[0]
-    if str(a.ty.dtype) not in ("int8", "uint8") or not isinstance(w, ir.Constant) \
+    a, w = lhs.args[0], _bound(mutator, rhs.args[0])
+    weight_like = isinstance(w, ir.Constant) or _is_parameter(mutator, w)
+    if str(a.ty.dtype) not in ("int8", "uint8") or not weight_like \
             or str(w.ty.dtype) != "int8" or len(w.ty.shape) != 2:
+        return None
+    if not all(isinstance(d, tirx.IntImm) for d in [*w.ty.shape, *a.ty.shape]):
         return None
     k, n = (int(d) for d in w.ty.shape)
     if not supported(1, k, n) or len(a.ty.shape) < 2:
         return None
-    return a, w.value.numpy(), zero_point, call.ty.shape
+    return a, w.value.numpy() if isinstance(w, ir.Constant) else w, zero_point, call.ty.shape
+
+
+def _is_parameter(mutator: Any, expr: Any) -> bool:
+    """A function parameter (a detached weight): a Var with no binding in the function."""
+    from tvm import relax
+
+    return isinstance(expr, relax.Var) and not isinstance(expr, relax.DataflowVar) \
+        and mutator.lookup_binding(expr) is None
 
 
 def _vnni_call(builder: Any, a: Any, w: Any, zero_point: Any, out_shape: Any) -> Any:
@@ -218,19 +238,43 @@ def _vnni_call(builder: Any, a: Any, w: Any, zero_point: Any, out_shape: Any) ->
     import numpy as np
     from tvm import relax
 
-    k, n = w.shape
+    k, n = (int(d) for d in (w.shape if isinstance(w, np.ndarray) else w.ty.shape))
     a_dtype = str(a.ty.dtype)
     m = int(np.prod([int(d) for d in list(a.ty.shape)[:-1]]))
     shift = relax.const(np.array([offset(a_dtype)], np.int32))
     if zero_point is not None:  # z is known only at run time (DynamicQuantizeLinear)
         shift = builder.emit(relax.op.add(relax.op.reshape(zero_point, [1]), shift))
-    func = matmul_func(m, k, n, a_dtype).without_attr("global_symbol")  # private to the module
+    depth = padded_depth(k)
+    func = matmul_func(m, depth, n, a_dtype).without_attr("global_symbol")  # module-private
     kernel = builder.add_func(func, "ember_vnni_matmul")
     rows = builder.emit(relax.op.reshape(a, [m, k]))
+    if depth != k:
+        zeros = relax.op.zeros(relax.ShapeExpr([m, depth - k]), a_dtype)
+        rows = builder.emit(relax.op.concat([rows, zeros], axis=1))
+    packed, sums = _packed_weight(builder, w, depth)
     product = builder.emit(relax.call_tir(
-        kernel, [rows, relax.const(pack_weight(w)), relax.const(column_sums(w)), shift],
-        relax.TensorType([m, n], "int32")))
+        kernel, [rows, packed, sums, shift], relax.TensorType([m, n], "int32")))
     return relax.op.reshape(product, out_shape)
+
+
+def _packed_weight(builder: Any, w: Any, depth: int) -> tuple[Any, Any]:
+    """(Wp, colsum(W)) with W padded to `depth` rows of zeros: numpy at compile time for a
+    constant, relax ops on a parameter (the same layout as `pack_weight`; weight-only, so
+    LiftTransformParams moves them out of the per-call function)."""
+    import numpy as np
+    from tvm import relax
+
+    if isinstance(w, np.ndarray):
+        padded = np.concatenate([w, np.zeros((depth - w.shape[0], w.shape[1]), w.dtype)])
+        return relax.const(pack_weight(padded)), relax.const(column_sums(w))
+    k, n = (int(d) for d in w.ty.shape)
+    sums = builder.emit(relax.op.sum(relax.op.astype(w, "int32"), axis=[0]))
+    if depth != k:
+        zeros = relax.op.zeros(relax.ShapeExpr([depth - k, n]), "int8")
+        w = builder.emit(relax.op.concat([w, zeros], axis=0))
+    split = builder.emit(relax.op.reshape(w, [depth // DEPTH, DEPTH, n // LANES, LANES]))
+    packed = builder.emit(relax.op.permute_dims(split, [2, 0, 3, 1]))
+    return packed, sums
 
 
 def _bound(mutator: Any, expr: Any) -> Any:

@@ -88,14 +88,16 @@ def _matmul_integer_model(path, a_type, zero_point: bool, k=64, n=32):
     return model
 
 
-@pytest.mark.parametrize(("a_type", "dtype", "zero_point"), [
-    (TensorProto.INT8, "int8", False), (TensorProto.UINT8, "uint8", True)])
-def test_matmul_integer_reaches_vnni(vnni_target, tmp_path, a_type, dtype, zero_point):
-    model = _matmul_integer_model(tmp_path / "mmi.onnx", a_type, zero_point)
+@pytest.mark.parametrize(("a_type", "dtype", "zero_point", "k", "n"), [
+    (TensorProto.INT8, "int8", False, 64, 32), (TensorProto.UINT8, "uint8", True, 64, 32),
+    # K not a multiple of 4 (the spike pass's channel groups, e.g. 576 - 58): zero-padded
+    (TensorProto.UINT8, "uint8", False, 57, 32), (TensorProto.UINT8, "uint8", False, 518, 192)])
+def test_matmul_integer_reaches_vnni(vnni_target, tmp_path, a_type, dtype, zero_point, k, n):
+    model = _matmul_integer_model(tmp_path / "mmi.onnx", a_type, zero_point, k, n)
     art = ember.compile({"model": f"onnx:{tmp_path / 'mmi.onnx'}", "target": "tvm",
                          "output": str(tmp_path / "art")})
     session = rt.load(art)
     assert session.manifest["target_info"]["schedule"]["int8_products_vnni"] == 1
-    a = _integers(dtype, (2, 8, 64), 4)
+    a = _integers(dtype, (2, 8, k), 4)
     expected = ort.InferenceSession(model.SerializeToString()).run(None, {"A": a})[0]
     np.testing.assert_array_equal(session.run({"A": a})["Y"], expected)
