@@ -33,6 +33,7 @@ from ember.errors import (
     first_line,
 )
 from ember.passes.contract import PassContext
+from ember.passes.spike_report import spike_report
 from ember.runtime.compare import Tolerance, describe_failure
 from ember.runtime.manifest import SCHEMA_VERSION, file_record
 from ember.targets import TARGETS
@@ -96,6 +97,9 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
     tolerance = _tolerance(config, loaded, records)
     with progress.stage("counting operations"):
         op_report = count_ops(onnx_model)
+        spiking = spike_report(model) if model is not None else None
+        if spiking is not None:
+            op_report["spiking"] = spiking
     return Prepared(config, loaded, model, records, onnx_model, reference, tolerance,
                     model_record, op_report)
 
@@ -249,4 +253,30 @@ def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder:
                                  prepared.tolerance)
     if result["status"] != "passed":
         raise VerificationError(f"verification failed: {describe_failure(result)}")
+    layers = _verify_integer_layers(prepared, progress)
+    if layers is not None:
+        result["integer_layers"] = layers
     return result
+
+
+def _verify_integer_layers(prepared: Prepared, progress: Progress) -> dict[str, Any] | None:
+    """Spiking layers: each one in the exported graph against its torch layer on the same
+    input (compiler/verify_layers.py); None for models without them."""
+    from ember.compiler.verify_layers import check_integer_layers
+
+    if prepared.model is None or spike_report(prepared.model) is None:
+        return None
+    with progress.stage("verifying integer layers one by one"):
+        layers = check_integer_layers(prepared.onnx_model, prepared.model,
+                                      prepared.loaded.inputs)
+    if layers is None or layers["layers"] != prepared.op_report["spiking"]["layers"]:
+        found = 0 if layers is None else layers["layers"]
+        raise VerificationError(f"verification failed: found {found} of "
+                                f"{prepared.op_report['spiking']['layers']} spiking layers "
+                                f"in the exported graph")
+    if layers["max_relative_error"] > layers["bound"]:
+        raise VerificationError(
+            f"verification failed: integer layer {layers['worst']} differs from its torch "
+            f"layer by {layers['max_relative_error']:.3g} of its output range "
+            f"(bound {layers['bound']:g})")
+    return layers

@@ -22,7 +22,11 @@ def export_onnx(
     module: nn.Module, inputs: dict[str, np.ndarray], output_names: list[str],
     dynamic_dims: dict[str, dict[int, str]],
 ) -> onnx.ModelProto:
-    """Export `module` called on `inputs` (in order); named symbolic dims stay symbolic."""
+    """Export `module` called on `inputs` (in order); named symbolic dims stay symbolic.
+    ember's own ops (spiking linears) are lowered by their translations, and their low-bit
+    weights stored packed (passes/spike_onnx.py)."""
+    from ember.passes.spike_onnx import pack_low_bit_weights, translation_table
+
     args = tuple(torch.from_numpy(v) for v in inputs.values())
     dynamic_shapes = None
     if dynamic_dims:
@@ -37,11 +41,14 @@ def export_onnx(
             program = torch.onnx.export(
                 module, args, dynamo=True, input_names=list(inputs), output_names=output_names,
                 dynamic_shapes=dynamic_shapes, verbose=False, optimize=False,
+                custom_translation_table=translation_table(),
             )
             _simplify(program.model)
     except Exception as exc:
         raise UnsupportedModelError(f"ONNX export failed: {first_line(exc, 300)}") from None
-    return program.model_proto
+    proto = program.model_proto
+    pack_low_bit_weights(proto)
+    return proto
 
 
 def _simplify(model) -> None:
@@ -65,7 +72,7 @@ def _simplify(model) -> None:
     ])
     common.InlinePass()(model)
     for _ in range(2):  # folding exposes dead nodes, whose removal exposes more folding
-        fold_constants_ir(model)
+        fold_constants_ir(model, should_fold=_keeps_integer_weights)
         kept(model)
         common.RemoveUnusedNodesPass()(model)
     for step in (common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
@@ -73,6 +80,17 @@ def _simplify(model) -> None:
                  common.CommonSubexpressionEliminationPass(),
                  common.RemoveUnusedNodesPass()):
         step(model)
+
+
+def _keeps_integer_weights(node) -> bool | None:
+    """Never fold a Cast or Tile of int8 weight codes (the spike pass's): folded, they would
+    be stored as floats instead of packed 4-bit codes. None: the folder decides."""
+    from onnx_ir import DataType
+
+    if node.op_type in ("Cast", "Tile") and node.inputs and node.inputs[0] is not None \
+            and node.inputs[0].dtype == DataType.INT8:
+        return False
+    return None
 
 
 @contextlib.contextmanager

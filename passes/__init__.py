@@ -6,11 +6,13 @@ from ember.passes.contract import Pass, PassContext, PassResult, Tolerance
 from ember.passes.fold_bn import FoldBatchNorm
 from ember.passes.prune import StructuralPruning
 from ember.passes.sfc import SFCLowering
+from ember.passes.spike import SpikeQuantization
 
 PASSES: dict[str, type] = {
     "fold_bn": FoldBatchNorm,
     "prune": StructuralPruning,
     "sfc": SFCLowering,
+    "spike": SpikeQuantization,
 }
 
 __all__ = ["PASSES", "Pass", "PassContext", "PassResult", "Tolerance"]

@@ -77,13 +77,20 @@ def count_ops(model) -> dict[str, Any]:
             if name in weights and name not in seen:
                 seen.add(name)
                 layer.params += int(weights[name].size)
-                layer.bytes += int(weights[name].nbytes)
+                layer.bytes += stored_bytes(weights[name])
         _arithmetic(node, shapes, weights, layer)
         counted.append((node, layer))
     layers = [layer for _, layer in counted if layer.params or layer.mults or layer.adds]
     return {"layers": [{**asdict(x), "energy_uj": x.energy_uj} for x in layers],
             "totals": _totals(layers), "energy_model": ENERGY_MODEL,
             "lowered_convs": lowered_convs(counted, shapes, weights)}
+
+
+def stored_bytes(array) -> int:
+    """Bytes on disk: 4-bit tensors (INT4/UINT4) pack two values per byte."""
+    if array.dtype.name in ("int4", "uint4"):
+        return (int(array.size) + 1) // 2
+    return int(array.nbytes)
 
 
 def _known_shapes(model) -> dict[str, list[int]]:

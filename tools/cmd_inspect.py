@@ -104,8 +104,15 @@ def verification_line(v: dict[str, Any]) -> str:
         return f"verification {v['status']}"
     tol = v["tolerance"]
     worst = max(v["outputs"].items(), key=lambda kv: kv[1]["max_abs"] or 0.0)
-    return (f"verification {v['status']}: max abs error {worst[1]['max_abs']:.3g} on "
-            f"{worst[0]!r} (atol={tol['atol']:g}, rtol={tol['rtol']:g})")
+    bound = ("end to end reported, not bounded" if tol["atol"] == float("inf")
+             else f"atol={tol['atol']:g}, rtol={tol['rtol']:g}")
+    line = (f"verification {v['status']}: max abs error {worst[1]['max_abs']:.3g} on "
+            f"{worst[0]!r} ({bound})")
+    layers = v.get("integer_layers")
+    if layers:
+        line += (f"; integer layers {layers['bit_exact']}/{layers['layers']} bit-exact, "
+                 f"max {layers['max_relative_error']:.2g} of their range")
+    return line
 
 
 def op_table(report: dict[str, Any]) -> str:
@@ -119,7 +126,32 @@ def op_table(report: dict[str, Any]) -> str:
     headers = ["layer", "op", "params", "bytes", "MACs", "mults", "adds", "energy uJ*"]
     table = format_table(headers, rows, right=[False, False, *[True] * 6])
     lowered = _lowered_table(report.get("lowered_convs") or [])
-    return f"{table}\n* {report['energy_model']}{lowered}"
+    spiking = _spiking_summary(report.get("spiking"))
+    return f"{table}\n* {report['energy_model']}{lowered}{spiking}"
+
+
+def _spiking_summary(spiking: dict[str, Any] | None) -> str:
+    """The spike pass's operation count (ACE), bits and energy estimate, per token."""
+    if not spiking:
+        return ""
+    ops = spiking["per_token"]
+    uniform = human_count(ops["uniform_ops"])
+    rows = [
+        ["spiking operations (ACE)", human_count(ops["spiking_ops"]),
+         f"{spiking['ratio_to_uniform']:.3f}x the uniform layers ({uniform})"],
+        ["  of which MACs / accumulates",
+         f"{human_count(ops['macs'])} / {human_count(ops['acs'])}",
+         "multi-level spike x integer weight / ternary weight planes"],
+        ["fp32 model", human_count(ops["fp32_macs"]), "MACs of the same layers in fp32"],
+        ["bits per weight / activation", f"{spiking['weight_bits']:.2f} / "
+         f"{spiking['activation_bits']:.2f}", "averaged over the spiking layers' weights"],
+        ["energy per token*", f"{spiking['energy_uj_per_token']:.3g} uJ",
+         f"fp32: {spiking['fp32_energy_uj_per_token']:.3g} uJ "
+         f"({spiking['energy_uj_per_token'] / spiking['fp32_energy_uj_per_token']:.3f}x)"],
+    ]
+    table = format_table(["spiking layers, per token", "count", ""], rows,
+                         right=[False, True, False])
+    return f"\n\n{table}\n* {spiking['energy_model']}"
 
 
 def _lowered_table(records: list[dict[str, Any]]) -> str:

@@ -1,0 +1,121 @@
+"""Quantizers of the spike pass (design: spike.md §4, §5.3).
+
+Activations, per token (dynamic), asymmetric over a range [lo, hi] and `top` codes:
+
+    Δ = max((hi - lo) / top, EPS);  z = round(-lo / Δ);  q = clamp(round(x / Δ) + z, 0, top)
+
+`x̂ = Δ (q - z)`. The ops and their order are the ones the ONNX lowering emits, so the codes
+are bit-identical in torch and in ONNX Runtime (fp32 division, round half to even).
+
+Weights, per output row, symmetric (spec: recommended for integer kernels):
+
+    w_bits b:  s_i = max_j |w_ij| / L,  L = 2^(b-1) - 1,  q_ij = clamp(round(w_ij / s_i), ±L)
+    ternary:   θ_i = mean_j |w_ij| (absmean),           q_ij = clamp(round(w_ij / θ_i), ±T_j)
+
+with T_j = T_s on salient weight columns and 1 elsewhere (ternary GIF with T_j steps).
+`gptq` quantizes the same grids column by column and feeds each column's error forward
+through the inverse Hessian's Cholesky factor U (H = 2 XᵀX / N + λ mean(diag H) I, λ = 0.01):
+
+    err_j = (w_j - s ⊙ q_j) / U_jj;   W[:, j+1:] -= err_j ⊗ U[j, j+1:]
+
+in blocks of 128 columns with lazy updates of the rest (Frantar et al., GPTQ, 2023).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+EPS = 1e-8  # smallest step: a constant token quantizes to its zero point instead of NaN
+DAMPING = 0.01
+GPTQ_BLOCK = 128
+
+
+def activation_codes(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
+                     top: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes, Δ, z) for x with per-token range [lo, hi] (keepdim) and codes 0..top."""
+    delta = torch.clamp((hi - lo) / top, min=EPS)
+    zero = torch.round(-lo / delta)
+    codes = torch.clamp(torch.round(x / delta) + zero, 0, top)
+    return codes, delta, zero
+
+
+def token_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)
+
+
+def fake_quant(x: torch.Tensor, top: int, lo: torch.Tensor | None = None,
+               hi: torch.Tensor | None = None) -> torch.Tensor:
+    """x̂ = Δ (q - z), with the token's own range unless one is given."""
+    if lo is None or hi is None:
+        lo, hi = token_range(x)
+    codes, delta, zero = activation_codes(x, lo, hi, top)
+    return delta * (codes - zero)
+
+
+def weight_levels(bits: int) -> int:
+    return 2 ** (bits - 1) - 1
+
+
+def row_scales(weight: torch.Tensor, grid: str, bits: int) -> torch.Tensor:
+    """Per-output-row step: max-abs / levels (`rtn`), or the absmean θ (`ternary`)."""
+    if grid == "ternary":
+        return weight.abs().mean(dim=1).clamp_min(1e-12)
+    return weight.abs().amax(dim=1).clamp_min(1e-12) / weight_levels(bits)
+
+
+def column_limits(d_in: int, grid: str, bits: int, salient_columns: torch.Tensor | None,
+                  steps: int) -> torch.Tensor:
+    """Largest |code| per input column: 2^(b-1) - 1, or T_j for ternary (T_s on salient)."""
+    if grid != "ternary":
+        return torch.full((d_in,), weight_levels(bits), dtype=torch.float64)
+    limits = torch.ones(d_in, dtype=torch.float64)
+    if salient_columns is not None:
+        limits[salient_columns] = steps
+    return limits
+
+
+def round_to_grid(weight: torch.Tensor, scale: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
+    """q = clamp(round(w / s), -limit_j, limit_j) for a whole matrix (RTN)."""
+    codes = torch.round(weight / scale[:, None])
+    return torch.maximum(torch.minimum(codes, limits[None, :]), -limits[None, :])
+
+
+def gptq(weight: torch.Tensor, gram: torch.Tensor, tokens: int, scale: torch.Tensor,
+         limits: torch.Tensor, progress: Callable[[], None] = lambda: None) -> torch.Tensor:
+    """Integer codes of `weight` (out, in) on the grid `scale` (per row) and `limits` (per
+    column), with GPTQ error compensation under H = 2 G / N (float64 throughout)."""
+    w = weight.to(torch.float64).clone()
+    upper = inverse_hessian_factor(gram, tokens)
+    dead = torch.diagonal(gram) == 0
+    w[:, dead] = 0
+    codes = torch.zeros_like(w)
+    d_in = w.shape[1]
+    for start in range(0, d_in, GPTQ_BLOCK):
+        stop = min(start + GPTQ_BLOCK, d_in)
+        block = w[:, start:stop].clone()
+        errors = torch.zeros_like(block)
+        factor = upper[start:stop, start:stop]
+        for i in range(stop - start):
+            column = block[:, i]
+            limit = limits[start + i]
+            q = torch.clamp(torch.round(column / scale), -limit, limit)
+            codes[:, start + i] = q
+            err = (column - scale * q) / factor[i, i]
+            block[:, i:] -= err[:, None] * factor[i, i:][None, :]
+            errors[:, i] = err
+        w[:, stop:] -= errors @ upper[start:stop, stop:]
+        progress()
+    return codes
+
+
+def inverse_hessian_factor(gram: torch.Tensor, tokens: int) -> torch.Tensor:
+    """Upper Cholesky factor U of H⁻¹, H = 2 G / N + λ mean(diag H) I (dead columns get 1)."""
+    hessian = 2 * gram.to(torch.float64) / max(tokens, 1)
+    dead = torch.diagonal(hessian) == 0
+    hessian[dead, dead] = 1
+    damp = DAMPING * torch.diagonal(hessian).mean()
+    hessian = hessian + damp * torch.eye(hessian.shape[0], dtype=torch.float64)
+    inverse = torch.cholesky_inverse(torch.linalg.cholesky(hessian))
+    return torch.linalg.cholesky(inverse, upper=True)
