@@ -23,9 +23,14 @@ def export_onnx(
     dynamic_dims: dict[str, dict[int, str]],
 ) -> onnx.ModelProto:
     """Export `module` called on `inputs` (in order); named symbolic dims stay symbolic.
-    ember's own ops (spiking linears) are lowered by their translations, and their low-bit
-    weights stored packed (passes/spike_onnx.py)."""
-    from ember.passes.spike_onnx import pack_low_bit_weights, translation_table
+    ember's own ops (spiking linears) are lowered by their translations, their low-bit
+    weights stored packed, and weights that are exactly fp16 stored as fp16 (lossless;
+    passes/spike_onnx.py)."""
+    from ember.passes.spike_onnx import (
+        pack_half_precision_weights,
+        pack_low_bit_weights,
+        translation_table,
+    )
 
     args = tuple(torch.from_numpy(v) for v in inputs.values())
     dynamic_shapes = None
@@ -48,6 +53,7 @@ def export_onnx(
         raise UnsupportedModelError(f"ONNX export failed: {first_line(exc, 300)}") from None
     proto = program.model_proto
     pack_low_bit_weights(proto)
+    pack_half_precision_weights(proto)
     return proto
 
 

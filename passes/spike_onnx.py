@@ -115,6 +115,7 @@ def _weight_only_linear(x, codes_t, weight_scale, bias):
 def pack_low_bit_weights(model: Any) -> int:
     """Store int8 weights that fit 4 bits as INT4 + Cast; returns the
     count. The opset is raised to 21 where needed (Cast from INT4)."""
+    import ml_dtypes
     import onnx
     from onnx import helper, numpy_helper
 
@@ -130,8 +131,8 @@ def pack_low_bit_weights(model: Any) -> int:
         if values.size < 64 or values.min() < -8 or values.max() > 7:
             continue
         original, packed_name = init.name, f"{init.name}__int4"
-        init.CopyFrom(helper.make_tensor(packed_name, onnx.TensorProto.INT4, values.shape,
-                                         values.flatten().tolist()))
+        # raw bytes, two values each (make_tensor's int32_data costs ~1.5x that as varints)
+        init.CopyFrom(numpy_helper.from_array(values.astype(ml_dtypes.int4), packed_name))
         _rename_uses(graph, original, f"{packed_name}_int8")
         nodes.append(helper.make_node("Cast", [packed_name], [f"{packed_name}_int8"],
                                       to=onnx.TensorProto.INT8))
@@ -156,27 +157,59 @@ def _raise_opset(model: Any, version: int) -> None:
             entry.version = version
 
 
-def unpack_int4_weights(model: Any) -> Any:
-    """A copy of `model` with INT4 initializers (and their Casts) back as int8, for importers
-    without INT4 support (TVM 0.27); `model` itself when it has none."""
+def pack_half_precision_weights(model: Any, min_size: int = 65536) -> int:
+    """Store large fp32 initializers whose every value is exactly an fp16 value as FLOAT16
+    behind a Cast to float: lossless (the values are unchanged), half the bytes. The spike
+    pass rounds the embedding (and LM head) to fp16 for this; other fp32 weights are almost
+    never exactly fp16 and stay as they are. Returns how many were stored so."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph, nodes = model.graph, []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or _size(init) < min_size:
+            continue
+        values = numpy_helper.to_array(init)
+        half = values.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), values):
+            continue
+        original, packed_name = init.name, f"{init.name}__fp16"
+        init.CopyFrom(numpy_helper.from_array(half, packed_name))
+        _rename_uses(graph, original, f"{packed_name}_fp32")
+        nodes.append(helper.make_node("Cast", [packed_name], [f"{packed_name}_fp32"],
+                                      to=onnx.TensorProto.FLOAT))
+    for node in reversed(nodes):
+        graph.node.insert(0, node)
+    return len(nodes)
+
+
+def unpack_weights(model: Any) -> Any:
+    """A copy of `model` with its INT4 and FLOAT16-behind-a-Cast initializers back as int8 and
+    float (their Casts removed), for importers without INT4 support and for graph rewrites
+    that look for weights as initializers (TVM 0.27); `model` itself when it has none."""
     import onnx
     from onnx import numpy_helper
 
+    widen = {onnx.TensorProto.INT4: np.int8, onnx.TensorProto.FLOAT16: np.float32}
+    casts = {node.input[0]: node for node in model.graph.node if node.op_type == "Cast"}
     packed = {init.name for init in model.graph.initializer
-              if init.data_type == onnx.TensorProto.INT4}
+              if init.data_type in widen and init.name in casts}
     if not packed:
         return model
     model = copy_model(model)
     graph = model.graph
     for init in graph.initializer:
         if init.name in packed:
-            values = numpy_helper.to_array(init).astype(np.int8)
+            values = numpy_helper.to_array(init).astype(widen[init.data_type])
             init.CopyFrom(numpy_helper.from_array(values, init.name))
-    casts = [node for node in graph.node if node.op_type == "Cast" and node.input[0] in packed]
-    for node in casts:
+    for node in [n for n in graph.node if n.op_type == "Cast" and n.input[0] in packed]:
         _rename_uses(graph, node.output[0], node.input[0])
         graph.node.remove(node)
     return model
+
+
+def _size(init: Any) -> int:
+    return int(np.prod(init.dims)) if init.dims else 1
 
 
 def copy_model(model: Any) -> Any:

@@ -43,9 +43,9 @@ def prepare_for_tvm(model: Any, pack_tile: int | None = None, lanes: int | None 
     """A rewritten copy of `model` (the input is not modified); `pack_tile` (the widest
     column tile) enables packing and `lanes` (fp32 SIMD lanes) the SFC kernels and narrower
     tiles, `sfc` choosing the kernels (tvm_sfc.MODES)."""
-    from ember.passes.spike_onnx import copy_model, unpack_int4_weights
+    from ember.passes.spike_onnx import copy_model, unpack_weights
 
-    unpacked = unpack_int4_weights(model)  # TVM's importer reads no INT4 tensors
+    unpacked = unpack_weights(model)  # TVM's importer reads no INT4; transposes need floats
     copy = unpacked if unpacked is not model else copy_model(model)
     folded = fold_weight_transposes(copy)
     packed = pack_matmul_weights(copy, pack_tile, lanes or pack_tile) if pack_tile else 0

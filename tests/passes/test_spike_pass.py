@@ -45,6 +45,8 @@ def test_every_decoder_linear_spikes_with_ceil_p_d_salient_channels():
     mlp = model.lm.model.layers[0].mlp
     assert torch.equal(mlp.gate_proj.salient_idx, mlp.up_proj.salient_idx)
     assert "lm_head" in result.stats["kept_float"]
+    embedding = model.lm.model.embed_tokens.weight  # rounded to fp16 values, stored as fp16
+    assert torch.equal(embedding, embedding.half().float())
     ace = result.stats["ace"]
     expected = sum(m.out_features * (m.in_features + m.salient_idx.numel()) for m in layers)
     assert ace["per_token"]["spiking_ops"] == expected

@@ -268,3 +268,32 @@ def test_weight_only_lowering_keeps_float_activations_exactly():
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     out = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     np.testing.assert_allclose(out, layer(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_exactly_fp16_are_stored_as_fp16_losslessly():
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    from ember.passes.spike_onnx import pack_half_precision_weights, unpack_weights
+
+    rng = np.random.default_rng(0)
+    half = rng.standard_normal((300, 256)).astype(np.float16).astype(np.float32)
+    full = rng.standard_normal((256, 300)).astype(np.float32)  # not exactly fp16
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "a"], ["h"]),
+         helper.make_node("MatMul", ["h", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 300])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 300])],
+        [numpy_helper.from_array(half, "a"), numpy_helper.from_array(full, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = rng.standard_normal((2, 300)).astype(np.float32)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    assert pack_half_precision_weights(model) == 1
+    kinds = {i.name: i.data_type for i in model.graph.initializer}
+    assert kinds["a__fp16"] == onnx.TensorProto.FLOAT16 and kinds["b"] == onnx.TensorProto.FLOAT
+    after = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(after, before)
+    widened = unpack_weights(model)
+    assert {i.data_type for i in widened.graph.initializer} == {onnx.TensorProto.FLOAT}
+    assert "Cast" not in {n.op_type for n in widened.graph.node}
