@@ -1,6 +1,7 @@
 """Quantizers of the spike pass (design: spike.md §4, §5.3).
 
-Activations, per token (dynamic), asymmetric over a range [lo, hi] and `top` codes:
+Activations, per token (dynamic), asymmetric over a range [lo, hi] (SpikeLinear passes
+[min(x, 0), max(x, 0)] of the token or of its channel group) and `top` codes:
 
     Δ = max((hi - lo) / top, EPS);  z = round(-lo / Δ);  q = clamp(round(x / Δ) + z, 0, top)
 
@@ -39,19 +40,6 @@ def activation_codes(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
     zero = torch.round(-lo / delta)
     codes = torch.clamp(torch.round(x / delta) + zero, 0, top)
     return codes, delta, zero
-
-
-def token_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)
-
-
-def fake_quant(x: torch.Tensor, top: int, lo: torch.Tensor | None = None,
-               hi: torch.Tensor | None = None) -> torch.Tensor:
-    """x̂ = Δ (q - z), with the token's own range unless one is given."""
-    if lo is None or hi is None:
-        lo, hi = token_range(x)
-    codes, delta, zero = activation_codes(x, lo, hi, top)
-    return delta * (codes - zero)
 
 
 def weight_levels(bits: int) -> int:
