@@ -13,10 +13,11 @@ order: bit for bit, within MAX_LAYER_ERROR of the layer's output range).
 
 from __future__ import annotations
 
-import ast
 from typing import Any
 
 import numpy as np
+
+from ember.targets.onnx_io import exported_module_path
 
 LAYER_CLASS = "ember.passes.spike_linear.SpikeLinear"
 MAX_LAYER_ERROR = 1e-6  # relative to the layer's largest |output|
@@ -83,12 +84,5 @@ def check_integer_layers(onnx_model: Any, torch_model: Any,
 
 
 def _spike_scope(node: Any) -> str | None:
-    meta = {p.key: p.value for p in node.metadata_props}
-    try:
-        classes = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))
-        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
-    except (ValueError, SyntaxError):
-        return None
-    if len(classes) < 2 or classes[-2] != LAYER_CLASS or len(scopes) != len(classes):
-        return None
-    return scopes[-2]
+    path = exported_module_path(node, LAYER_CLASS)
+    return path[-1] if path else None

@@ -1,4 +1,4 @@
-"""Saving ONNX payloads and reading graph signatures."""
+"""Saving ONNX payloads, reading graph signatures, and the torch module a node came from."""
 
 from __future__ import annotations
 
@@ -73,3 +73,20 @@ def _small(tensor) -> bool:
     import math
 
     return math.prod(tensor.dims) <= 64
+
+
+def exported_module_path(node: Any, layer_class: str) -> list[str] | None:
+    """The module path (outermost first) of the `layer_class` module an exported node belongs
+    to, read off the exporter's `pkg.torch.onnx.*` metadata; None for other nodes. The last
+    scope is the op inside the module (a custom op, or the module's own ops)."""
+    import ast
+
+    meta = {p.key: p.value for p in node.metadata_props}
+    try:
+        classes = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))
+        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+    except (ValueError, SyntaxError):
+        return None
+    if len(classes) < 2 or classes[-2] != layer_class or len(scopes) != len(classes):
+        return None
+    return list(scopes[:-1])

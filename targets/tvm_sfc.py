@@ -24,7 +24,6 @@ up to floating-point summation order.
 
 from __future__ import annotations
 
-import ast
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ember.passes.sfc_algorithms import ALGORITHMS, FORMS, Algorithm, algorithm
-from ember.targets.onnx_io import infer_shapes
+from ember.targets.onnx_io import exported_module_path, infer_shapes
 
 DOMAIN = "ember"
 LAYER_CLASS = "ember.passes.sfc_conv.SFCConv2d"  # not the quantized subclass (float64 golden)
@@ -175,17 +174,9 @@ def _bias(nodes: list[Any], initializers: dict[str, Any], produced: set[str]) ->
 
 
 def _sfc_scope(node: Any) -> tuple[str, ...] | None:
-    """The module path of an SFCConv2d the node was exported from, from the exporter's
-    `pkg.torch.onnx.*` metadata; None for other nodes."""
-    meta = {p.key: p.value for p in node.metadata_props}
-    try:
-        classes = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))
-        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
-    except (ValueError, SyntaxError):
-        return None
-    if len(classes) < 2 or classes[-2] != LAYER_CLASS or len(scopes) != len(classes):
-        return None
-    return tuple(scopes[:-1])
+    """The module path of an SFCConv2d the node was exported from; None for other nodes."""
+    path = exported_module_path(node, LAYER_CLASS)
+    return tuple(path) if path is not None else None
 
 
 def _algorithm(matrices: list[np.ndarray]) -> Algorithm | None:
