@@ -37,7 +37,6 @@ from ember.compiler.progress import Progress
 from ember.passes import PassContext
 from ember.passes.prune import StructuralPruning
 from ember.tools.bench import metrics
-from ember.tools.bench.datasets import text_corpus
 
 WINDOW = 128
 TUNE_DATA = "text:kjv"
@@ -58,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     lm, tokenizer = load_smollm2()
-    windows = {name: _eval_windows(name, tokenizer, args.windows) for name in EVAL_CORPORA}
+    windows = {name: metrics.heldout_text_windows(name, tokenizer, WINDOW, args.windows)
+               for name in EVAL_CORPORA}
     for row in args.rows.split(","):
         if not (out / row / "quality.json").exists():
             _run_row(row, lm, tokenizer, windows, args, out)
@@ -77,11 +77,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--windows", type=int, default=64)
     parser.add_argument("--rows", default=",".join(ROWS))
     return parser
-
-
-def _eval_windows(name: str, tokenizer, max_windows: int) -> np.ndarray:
-    ids = tokenizer(text_corpus(name), add_special_tokens=False)["input_ids"]
-    return metrics.heldout_windows(np.asarray(ids, np.int64), WINDOW, max_windows)
 
 
 def _run_row(row: str, lm, tokenizer, windows, args, out: Path) -> None:

@@ -32,7 +32,6 @@ from ember.passes import PassContext
 from ember.passes.spike import SpikeQuantization
 from ember.passes.spike_linear import SpikeLinear
 from ember.tools.bench import metrics
-from ember.tools.bench.datasets import text_corpus
 
 WINDOW = 512
 CORPORA = ("kjv", "jargon", "pydoc")
@@ -63,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     lm, tokenizer = load_smollm2()
-    windows = {name: _eval_windows(name, tokenizer, args.windows) for name in CORPORA}
+    windows = {name: metrics.heldout_text_windows(name, tokenizer, WINDOW, args.windows)
+               for name in CORPORA}
     for row in args.rows.split(","):
         if row not in ROWS:
             raise SystemExit(f"unknown row {row!r}; rows: {', '.join(ROWS)}")
@@ -82,11 +82,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calib-windows", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     return parser
-
-
-def _eval_windows(name: str, tokenizer, max_windows: int) -> np.ndarray:
-    ids = tokenizer(text_corpus(name), add_special_tokens=False)["input_ids"]
-    return metrics.heldout_windows(np.asarray(ids, np.int64), WINDOW, max_windows)
 
 
 def _run_row(row: str, lm, tokenizer, windows, args, out: Path) -> None:

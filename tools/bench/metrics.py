@@ -38,6 +38,15 @@ def heldout_windows(tokens: np.ndarray, window: int, max_windows: int) -> np.nda
     return tail[: n * window].reshape(n, window).astype(np.int64)
 
 
+def heldout_text_windows(corpus: str, tokenizer, window: int, max_windows: int) -> np.ndarray:
+    """Held-out windows of a local corpus (tools/bench/datasets.py), tokenized without
+    special tokens: what the prune and spike quality benchmarks score perplexity on."""
+    from ember.tools.bench.datasets import text_corpus
+
+    ids = tokenizer(text_corpus(corpus), add_special_tokens=False)["input_ids"]
+    return heldout_windows(np.asarray(ids, np.int64), window, max_windows)
+
+
 def perplexity(logits_of: Callable[[np.ndarray], np.ndarray], windows: np.ndarray) -> float:
     """`logits_of(ids (1, T)) -> (1, T, vocab)`; windows (n, T)."""
     nll, count = 0.0, 0
