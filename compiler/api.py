@@ -117,15 +117,27 @@ def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
     output = Path(output)
     with ArtifactWriter(output, force) as folder:
         with progress.stage(f"compiling for {config.target}"):
-            payload = spec.compile(prepared.onnx_model, folder, config.target_options, progress)
-        np.savez(folder / REFERENCE_IO, **_reference_arrays(prepared))
+            payload = _compile_payload(spec, prepared, folder, config, progress)
+        np.savez(folder / REFERENCE_IO, **_reference_arrays(prepared, payload.golden))
         (folder / OP_REPORT).write_text(json.dumps(prepared.op_report, indent=1))
         extra = [REFERENCE_IO, OP_REPORT, *_save_tokenizer(prepared.loaded, folder)]
         manifest = _manifest(prepared, config, payload, folder, extra)
         write_manifest(folder, manifest)
-        manifest["verification"] = _verify(prepared, config, spec.executable, folder, progress)
+        manifest["verification"] = _verify(prepared, config, spec.executable, folder, progress,
+                                           payload.golden)
         write_manifest(folder, manifest)
     return output
+
+
+def _compile_payload(spec: Any, prepared: Prepared, folder: Path, config: CompileConfig,
+                     progress: Progress) -> Any:
+    if not spec.reads_module:
+        return spec.compile(prepared.onnx_model, folder, config.target_options, progress)
+    from ember.targets.fpga import ModuleSource
+
+    source = ModuleSource(prepared.model, prepared.loaded.inputs, prepared.loaded.output_names,
+                          prepared.loaded.calibration)
+    return spec.compile_module(source, folder, config.target_options, progress)
 
 
 def compile_model(config: CompileConfig | dict[str, Any] | str | Path, *, force: bool = False,
@@ -193,9 +205,16 @@ def _tolerance(config: CompileConfig, loaded: LoadedModel, records: list[PassRec
                      rtol=config.verify.rtol if config.verify.rtol is not None else base.rtol)
 
 
-def _reference_arrays(prepared: Prepared) -> dict[str, np.ndarray]:
+def _reference_arrays(prepared: Prepared, golden: dict[str, np.ndarray] | None
+                      ) -> dict[str, np.ndarray]:
+    """Reference inputs and the outputs `ember run --check` expects: the torch model's, or an
+    integer target's golden outputs (then the torch outputs are kept as float_output:)."""
     arrays = {f"input:{k}": v for k, v in prepared.loaded.inputs.items()}
-    arrays.update({f"output:{k}": v for k, v in prepared.reference_outputs.items()})
+    if golden is None:
+        arrays.update({f"output:{k}": v for k, v in prepared.reference_outputs.items()})
+        return arrays
+    arrays.update({f"output:{k}": v for k, v in golden.items()})
+    arrays.update({f"float_output:{k}": v for k, v in prepared.reference_outputs.items()})
     return arrays
 
 
@@ -241,7 +260,9 @@ def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path,
 
 
 def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder: Path,
-            progress: Progress) -> dict[str, Any]:
+            progress: Progress, golden: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    if golden is not None:
+        return _verify_golden(prepared, config, folder, progress, golden)
     tolerance = {"atol": prepared.tolerance.atol, "rtol": prepared.tolerance.rtol}
     if not executable:
         return {"status": "skipped", "reason": f"the {config.target} target does not execute",
@@ -257,6 +278,40 @@ def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder:
     if layers is not None:
         result["integer_layers"] = layers
     return result
+
+
+def _verify_golden(prepared: Prepared, config: CompileConfig, folder: Path, progress: Progress,
+                   golden: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Integer targets: the artifact must reproduce its golden model exactly; how far that is
+    from the float model (after passes) is reported, not bounded."""
+    exact = Tolerance(atol=0.0, rtol=0.0)
+    if not config.verify.enabled:
+        return {"status": "skipped", "reason": "disabled (--no-verify)",
+                "tolerance": {"atol": 0.0, "rtol": 0.0}}
+    with progress.stage("verifying against the integer golden model"):
+        result = verify_artifact(folder, prepared.loaded.inputs, golden, exact)
+    if result["status"] != "passed":
+        raise VerificationError(f"verification failed against the golden model: "
+                                f"{describe_failure(result)}")
+    result["reference"] = "integer golden model (exact)"
+    result["float_model"] = float_agreement(golden, prepared.reference_outputs)
+    return result
+
+
+def float_agreement(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]
+                    ) -> dict[str, Any]:
+    """Per output: max |difference| against the float model, relative to its range, and for
+    (N, classes) outputs the share of rows whose argmax agrees."""
+    report = {}
+    for name, ref in reference.items():
+        out = outputs[name]
+        span = float(np.ptp(ref)) or 1.0
+        entry: dict[str, Any] = {"max_abs_error": float(np.abs(out - ref).max()),
+                                 "max_error_of_range": float(np.abs(out - ref).max() / span)}
+        if ref.ndim == 2 and ref.shape[1] > 1:
+            entry["top1_agreement"] = float((out.argmax(1) == ref.argmax(1)).mean())
+        report[name] = entry
+    return report
 
 
 def _verify_integer_layers(prepared: Prepared, progress: Progress) -> dict[str, Any] | None:

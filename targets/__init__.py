@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ember.targets.base import Payload, Target
 from ember.targets.cpu import TARGET as CPU
+from ember.targets.fpga import TARGET as FPGA
 from ember.targets.null import TARGET as NULL
 from ember.targets.tvm import TARGET as TVM
 
@@ -14,6 +15,7 @@ TARGETS: dict[str, Target] = {
     "null": NULL,
     "cpu": CPU,
     "tvm": TVM,
+    "fpga": FPGA,
 }
 
 __all__ = ["TARGETS", "Payload", "Target"]

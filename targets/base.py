@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
+
 from ember.compiler.progress import Progress
 
 if TYPE_CHECKING:
@@ -18,15 +20,19 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Payload:
-    format: str  # runtime engine: "onnx" | "tvm" | "null"
+    format: str  # runtime engine: "onnx" | "tvm" | "fpga" | "null"
     files: list[str]  # relative to the artifact directory
     info: dict[str, Any] = field(default_factory=dict)  # recorded as manifest["target_info"]
+    #: integer targets: the outputs their golden model gives on the reference inputs, which the
+    #: artifact must reproduce exactly (verification then reports the float model's agreement)
+    golden: dict[str, np.ndarray] | None = None
 
 
 class Target(Protocol):
     name: str
     description: str
     executable: bool  # False: nothing to run, so nothing to verify
+    reads_module: bool  # True: compile_module(ModuleSource, ...) instead of compile(onnx, ...)
 
     def available(self) -> tuple[bool, str]: ...
 

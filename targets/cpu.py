@@ -16,6 +16,7 @@ class CpuTarget:
     name = "cpu"
     description = "ONNX Runtime, CPU execution provider (model.onnx)"
     executable = True
+    reads_module = False
     options = {"threads": int}  # intra-op threads; 0 lets ONNX Runtime choose
 
     def available(self) -> tuple[bool, str]:

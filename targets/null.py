@@ -15,6 +15,7 @@ class NullTarget:
     name = "null"
     description = "op report only: params, bytes, MACs, mults, adds per layer (ops.json)"
     executable = False
+    reads_module = False
 
     def available(self) -> tuple[bool, str]:
         return True, "always (no engine)"

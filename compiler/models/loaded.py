@@ -31,6 +31,8 @@ class LoadedModel:
     tolerance: Tolerance = EXACT_FP32
     description: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    #: inputs from the model's training data, for calibrating integer targets (None: none)
+    calibration: dict[str, np.ndarray] | None = None
 
     def weight_sha256(self) -> str:
         """A hash of the weights the model was loaded with (state_dict order, raw bytes)."""

@@ -28,6 +28,10 @@ def open_engine(folder: Path, manifest: dict[str, Any], threads: int | None) -> 
         from ember.runtime.engines.tvm_engine import TvmEngine
 
         return TvmEngine(folder, manifest, threads)
+    if fmt == "fpga":
+        from ember.runtime.engines.fpga_engine import FpgaEngine
+
+        return FpgaEngine(folder, manifest, threads)
     if fmt == "null":
         raise ArtifactError(f"{folder}: a null-target artifact is an op report; it cannot run")
     raise ArtifactError(f"{folder}: unknown artifact format {fmt!r}")

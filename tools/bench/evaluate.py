@@ -17,7 +17,14 @@ from ember.tools.bench import metrics
 from ember.tools.bench.baseline import Baseline
 from ember.tools.bench.measure import PairedTiming, interleaved
 from ember.tools.bench.quality import measure_quality
-from ember.tools.bench.schema import ErrorVsBaseline, Latency, LayerOps, Ops, Row
+from ember.tools.bench.schema import (
+    ErrorVsBaseline,
+    FpgaEstimate,
+    Latency,
+    LayerOps,
+    Ops,
+    Row,
+)
 
 #: files that describe an artifact rather than deploy it
 _NOT_PAYLOAD = ("reference_io.npz", "ops.json")
@@ -54,7 +61,7 @@ def evaluate(candidate: Path, baseline: Baseline, options: BenchOptions,
         ops=Ops(**cand.manifest["ops"]["totals"]),
         baseline_ops=Ops(**base.manifest["ops"]["totals"]),
         layers=_layers(cand, base), error=_error(cand, *outputs), quality=quality,
-        regressions=[],
+        regressions=[], fpga=_fpga(cand.manifest, base.manifest),
     )
     return row.model_copy(update={"regressions": regressions(row, options.max_quality_drop)})
 
@@ -84,6 +91,19 @@ def regressions(row: Row, max_quality_drop: float | None) -> list[str]:
         found.append(f"{q.metric} {q.value:.4g} vs baseline {q.baseline_value:.4g}: drop "
                      f"{q.drop:.4g} > allowed {max_quality_drop:g}")
     return found
+
+
+def _fpga(cand: dict[str, Any], base: dict[str, Any]) -> FpgaEstimate | None:
+    """The resource model's latency and resources for an fpga candidate and its baseline."""
+    if cand["format"] != "fpga" or base["format"] != "fpga":
+        return None
+    c, b = cand["target_info"]["estimate"], base["target_info"]["estimate"]
+    return FpgaEstimate(
+        device=cand["target_info"]["device"], clock_mhz=c["clock_mhz"],
+        latency_us=c["latency_us"], baseline_latency_us=b["latency_us"],
+        speedup=b["latency_us"] / c["latency_us"], interval_cycles=c["interval_cycles"],
+        dsp=c["totals"]["dsp"], baseline_dsp=b["totals"]["dsp"], lut=c["totals"]["lut"],
+        baseline_lut=b["totals"]["lut"], bram36=c["totals"]["bram36"], uram=c["totals"]["uram"])
 
 
 def _latency(result) -> Latency:

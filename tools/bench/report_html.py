@@ -13,10 +13,13 @@ from html import escape
 from typing import TYPE_CHECKING
 
 from ember.tools.bench.report_md import (
+    FPGA_COLUMNS,
+    FPGA_NOTE,
     HOW_TO_READ,
     TABLE_COLUMNS,
     TITLE,
     fmt_change,
+    fpga_rows,
     frontier_text,
     header_items,
     table_cells,
@@ -226,13 +229,25 @@ def _table(report: Report) -> str:
             f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
+def _fpga_table(report: Report) -> list[str]:
+    rows = fpga_rows(report)
+    if not rows:
+        return []
+    head = "".join(f"<th>{escape(c)}</th>" for c in FPGA_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>"
+                   for cells in rows)
+    return ["<h2>FPGA resource model</h2>", f"<p>{escape(FPGA_NOTE)}</p>",
+            f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>"]
+
+
 def _summary(report: Report) -> list[str]:
     """Header, table, notes, regressions and frontier, as HTML fragments."""
     meta = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in header_items(report))
     regs = "".join(f"<li>{escape(r)}</li>" for r in report.regressions)
     return [
         f"<h1>{escape(TITLE)}</h1>", f'<dl class="meta">{meta}</dl>',
-        "<h2>Results</h2>", _table(report),
+        "<h2>Results</h2>", _table(report), *_fpga_table(report),
         "<h2>How to read this</h2>", f"<p>{escape(HOW_TO_READ)}</p>",
         "<h2>Regressions</h2>",
         f'<ul class="regressions">{regs}</ul>' if regs else "<p>none</p>",

@@ -124,11 +124,37 @@ def _md_table(report: Report) -> list[str]:
     return lines
 
 
+FPGA_COLUMNS = ["label", "device", "est. latency us (vs base)", "est. speedup", "interval cycles",
+                "DSP (vs base)", "LUT (vs base)", "BRAM36", "URAM"]
+FPGA_NOTE = ("fpga rows: the latency columns above are the measured C simulation on this "
+             "machine; these are the resource model's estimates at the device clock, not "
+             "synthesis results (fpga/resources.json in each artifact).")
+
+
+def fpga_rows(report: Report) -> list[list[str]]:
+    """One row of resource-model figures per fpga artifact (empty when there is none)."""
+    rows = []
+    for row in report.rows:
+        f = row.fpga
+        if f is None:
+            continue
+        rows.append([row.label, f"{f.device} @ {f.clock_mhz:g} MHz",
+                     f"{f.latency_us:.1f} ({f.baseline_latency_us:.1f})", f"{f.speedup:.2f}x",
+                     str(f.interval_cycles), f"{f.dsp} ({f.baseline_dsp})",
+                     f"{f.lut} ({f.baseline_lut})", str(f.bram36), str(f.uram)])
+    return rows
+
+
 def render_markdown(report: Report) -> str:
     """The whole report as Markdown: header, results table, notes, regressions, frontier."""
     lines = [f"# {TITLE}", ""]
     lines += [f"- **{name}:** {_md_cell(value)}" for name, value in header_items(report)]
     lines += ["", "## Results", ""] + _md_table(report)
+    fpga = fpga_rows(report)
+    if fpga:
+        lines += ["", "## FPGA resource model", "", FPGA_NOTE, "",
+                  "| " + " | ".join(FPGA_COLUMNS) + " |", "|" + "---|" * len(FPGA_COLUMNS)]
+        lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in fpga]
     lines += ["", "## How to read this", "", HOW_TO_READ, "", "## Regressions", ""]
     lines += [f"- {_md_cell(r)}" for r in report.regressions] or ["none"]
     lines += ["", f"**Frontier** (speed vs quality, Pareto-optimal): {frontier_text(report)}"]

@@ -65,6 +65,24 @@ class Quality(_Frozen):
     detail: str = ""
 
 
+class FpgaEstimate(_Frozen):
+    """fpga artifacts: the resource model's figures (estimates, not synthesis results); the
+    latency columns of the row are the measured C simulation."""
+
+    device: str
+    clock_mhz: float
+    latency_us: float  # cycle estimate at the clock
+    baseline_latency_us: float
+    speedup: float  # baseline estimate / candidate estimate
+    interval_cycles: int
+    dsp: int
+    baseline_dsp: int
+    lut: int
+    baseline_lut: int
+    bram36: int
+    uram: int
+
+
 class Row(_Frozen):
     label: str
     artifact: str
@@ -87,6 +105,7 @@ class Row(_Frozen):
     error: ErrorVsBaseline
     quality: Quality | None
     regressions: list[str]  # empty when nothing regressed
+    fpga: FpgaEstimate | None = None
 
 
 class Machine(_Frozen):

@@ -1,0 +1,56 @@
+"""`fpga` artifacts: the design's C simulation binary (fpga/csim, built at compile time with
+g++ and hashed in the manifest) runs on the inputs; the host quantizes and dequantizes
+(runtime/engines/fpga_io.py). Each call writes the int8 inputs to a private temporary
+directory and reads the integer outputs back, so calls may run from several threads."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ember.errors import ArtifactError
+from ember.runtime.engines.fpga_io import dequantize_output, quantize_input
+from ember.runtime.manifest import payload_path
+
+TIMEOUT_S = 600
+
+
+def run_csim(binary: Path, x_q: np.ndarray, out_dtype: str,
+             out_shape: tuple[int, ...]) -> np.ndarray:
+    """The binary's integer outputs (N, *out_shape) for int8 inputs x_q (N, ...)."""
+    count = len(x_q)
+    with tempfile.TemporaryDirectory(prefix="ember-csim-") as tmp:
+        source, result = Path(tmp) / "input.bin", Path(tmp) / "output.bin"
+        np.ascontiguousarray(x_q, np.int8).tofile(source)
+        done = subprocess.run([str(binary), str(source), str(result), str(count)],
+                              capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"the C simulation failed: {done.stderr.strip()[:200]}")
+        y = np.fromfile(result, dtype=np.dtype(out_dtype).newbyteorder("<"))
+    return y.reshape(count, *out_shape)
+
+
+class FpgaEngine:
+    thread_safe = True
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int | None) -> None:
+        info = manifest["target_info"]
+        self.binary = payload_path(folder, manifest, info.get("binary"))
+        io = info.get("io") or {}
+        try:
+            self.input_scale = float(io["input_scale"])
+            self.output_scales = np.asarray(io["output_scales"], np.float32)
+            self.output_dtype = str(io["output_dtype"])
+            self.output_shape = tuple(int(d) for d in io["output_shape"])
+        except (KeyError, TypeError, ValueError):
+            raise ArtifactError(f"{folder}: the manifest lacks the fpga design's I/O scales") \
+                from None
+
+    def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        x_q = quantize_input(inputs[0], self.input_scale)
+        y = run_csim(self.binary, x_q, self.output_dtype, self.output_shape)
+        return [dequantize_output(y, self.output_scales)]

@@ -1,0 +1,119 @@
+"""The fpga target's compile steps, from the torch model to a checked C simulation."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ember.compiler.progress import Progress
+from ember.errors import UnsupportedModelError, VerificationError
+from ember.targets.fpga_devices import Device
+
+
+@dataclass
+class Design:
+    files: list[str]  # relative to the project folder
+    info: dict[str, Any]  # manifest target_info
+    golden: dict[str, np.ndarray]  # golden-model outputs on the reference inputs
+    resources: dict[str, Any]
+
+
+def build_design(source, dev: Device, lanes: int | None, calibration_images: int,
+                 project: Path, progress: Progress) -> Design:
+    from ember.runtime.engines.fpga_engine import run_csim
+    from ember.runtime.engines.fpga_io import quantize_input
+    from ember.targets.fpga import BINARY, RESOURCES, compile_csim
+    from ember.targets.fpga_hls import write_project
+    from ember.targets.fpga_lower import lower
+    from ember.targets.fpga_resources import plan
+
+    if source.module is None:
+        raise UnsupportedModelError("the fpga target lowers torch models; onnx: models have none")
+    if len(source.inputs) != 1 or len(source.output_names) != 1:
+        raise UnsupportedModelError("the fpga target takes models with one input and one output")
+    (name, example), = source.inputs.items()
+    model, folded = _fold_batchnorm(source.module, name, example)
+    nodes, output = _capture(model, example)
+    calibration, origin = _calibration(source, name, example, calibration_images)
+    with progress.stage(f"lowering to int8 (calibrating on {len(calibration)} images)"):
+        try:
+            net = lower(nodes, output, calibration)
+        except (ValueError, OverflowError) as exc:
+            raise UnsupportedModelError(f"fpga: {exc}") from None
+    with progress.stage(f"estimating resources on {dev.name}"):
+        resources = plan(net, dev, lanes)
+    files = write_project(net, resources["lanes"], project)
+    with progress.stage("building the C simulation with g++"):
+        started = time.perf_counter()
+        binary = compile_csim(project)
+        build_s = time.perf_counter() - started
+    with progress.stage(f"C simulation vs the golden model ({len(calibration)} images)"):
+        x_q = quantize_input(calibration, float(net.input.scale[0]))
+        spec = net.output_spec
+        simulated = run_csim(binary, x_q, _dtype(spec.kind), spec.shape)
+        expected = net.run(x_q)
+    differing = int(np.sum(np.any((simulated != expected).reshape(len(x_q), -1), axis=1)))
+    if differing:
+        raise VerificationError(f"verification failed: the C simulation differs from the numpy "
+                                f"golden model on {differing} of {len(x_q)} calibration images")
+    info = {
+        "binary": BINARY, "resources": RESOURCES, "device": dev.key,
+        "io": {"input": name, "input_scale": float(net.input.scale[0]),
+               "output_scales": [float(s) for s in spec.scale], "output_dtype": _dtype(spec.kind),
+               "output_shape": list(spec.shape)},
+        "layers": [{"name": layer.name, "op": layer.op} for layer in net.layers],
+        "batchnorm_folded": folded,
+        "calibration": {"images": len(calibration), "source": origin},
+        "csim_vs_golden": {"images": len(x_q), "identical": True},
+        "build_seconds": round(build_s, 2), "compiler": _compiler_version(),
+        "estimate": {k: resources[k] for k in ("kind", "latency_cycles", "interval_cycles",
+                                                "latency_us", "throughput_per_s", "clock_mhz",
+                                                "fits", "totals")},
+    }
+    golden = {source.output_names[0]: net.golden(example)}
+    return Design(files, info, golden, resources)
+
+
+def _fold_batchnorm(module: Any, name: str, example: np.ndarray) -> tuple[Any, int]:
+    """The fold_bn pass, so models with BatchNorm after a conv or linear lower as they are."""
+    import torch
+
+    from ember.passes.contract import PassContext
+    from ember.passes.fold_bn import FoldBatchNorm
+
+    ctx = PassContext(example_inputs={name: torch.from_numpy(example)})
+    result = FoldBatchNorm()(module.eval(), ctx)
+    return result.model, int(result.stats.get("folded", 0))
+
+
+def _capture(model: Any, example: np.ndarray) -> tuple[list, str]:
+    import torch
+
+    from ember.targets.fpga_graph import FpgaUnsupported, capture
+
+    try:
+        return capture(model, torch.from_numpy(example))
+    except FpgaUnsupported as exc:
+        raise UnsupportedModelError(f"fpga: {exc}") from None
+
+
+def _calibration(source, name: str, example: np.ndarray,
+                 count: int) -> tuple[np.ndarray, str]:
+    data = (source.calibration or {}).get(name)
+    if data is not None and len(data):
+        return np.asarray(data[:count], np.float32), "the model's training data"
+    return np.asarray(example[:count], np.float32), "the reference inputs (no training data)"
+
+
+def _dtype(kind: str) -> str:
+    return "int32" if kind == "int32" else "int8"
+
+
+def _compiler_version() -> str:
+    done = subprocess.run(["g++", "--version"], capture_output=True, text=True, check=False)
+    return done.stdout.splitlines()[0] if done.returncode == 0 and done.stdout else "g++"

@@ -1,0 +1,184 @@
+"""The HLS-style C++ project of an integer network: types header, weights, one function per
+layer, a top function, a file-driven testbench and a build script.
+
+    fpga/ember_types.h   fixed-width integer types and the requantization helpers
+    fpga/weights.h       every constant array (weights, biases, multipliers, shifts)
+    fpga/model.h         sizes and the top function's signature
+    fpga/model.cpp       one static function per layer, `ember_top` calling them (DATAFLOW)
+    fpga/testbench.cpp   reads int8 images from a file, runs ember_top, writes the outputs
+    fpga/build.sh        the C simulation build (g++ or any C++20 compiler)
+
+The C++ is plain C++20 with `#pragma HLS` annotations (ignored by g++); the integer types are
+`<cstdint>` ones wide enough for each stage, with the exact widths a synthesis build would use
+(ap_int<N>) stated in ember_types.h.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ember.targets.fpga_fixed import bits_for
+from ember.targets.fpga_hls_layers import emit, ident
+from ember.targets.fpga_layers import FlattenLayer
+from ember.targets.fpga_lower import IntNetwork
+from ember.targets.fpga_sfc import SFCLayer
+
+FILES = ("ember_types.h", "weights.h", "model.h", "model.cpp", "testbench.cpp", "build.sh")
+
+
+def write_project(net: IntNetwork, lanes: dict[str, int], folder: Path) -> list[str]:
+    """Write the project into `folder` (created); returns the file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    constants, functions, calls = _layers(net, lanes)
+    texts = {
+        "ember_types.h": _types(net),
+        "weights.h": "#pragma once\n#include \"ember_types.h\"\n\n" + "\n\n".join(constants) + "\n",
+        "model.h": _model_header(net),
+        "model.cpp": _model(functions, calls, net),
+        "testbench.cpp": TESTBENCH,
+        "build.sh": BUILD,
+    }
+    for name, text in texts.items():
+        (folder / name).write_text(text)
+    (folder / "build.sh").chmod(0o755)
+    return list(FILES)
+
+
+def _layers(net: IntNetwork, lanes: dict[str, int]) -> tuple[list[str], list[str], list[str]]:
+    buffers = {net.input.name: "input"}
+    constants, functions, calls = [], [], []
+    for layer in net.layers:
+        if isinstance(layer, FlattenLayer):
+            buffers[layer.output] = buffers[layer.inputs[0]]
+            continue
+        specs = [net.tensors[i] for i in layer.inputs]
+        out = net.tensors[layer.output]
+        out_type = _ctype(out.kind)
+        consts, function = emit(layer, [_ctype(s.kind) for s in specs], [s.shape for s in specs],
+                                out_type, lanes.get(layer.name, 1))
+        constants += consts
+        functions.append(f"// {layer.name}: {layer.op}\n{function}")
+        target = "output" if layer.output == net.output else f"b_{ident(layer.output)}"
+        if target != "output":
+            calls.append(f"  static {out_type} {target}[{out.size}];")
+        calls.append(f"  {ident(layer.name)}({', '.join(buffers[i] for i in layer.inputs)}, "
+                     f"{target});")
+        buffers[layer.output] = target
+    if buffers[net.output] != "output":  # the network ends in a flatten of some buffer
+        calls.append(f"  for (int i = 0; i < EMBER_OUT_SIZE; i++) output[i] = "
+                     f"{buffers[net.output]}[i];")
+    return constants, functions, calls
+
+
+def _ctype(kind: str) -> str:
+    return "acc_t" if kind == "int32" else "data_t"
+
+
+def _types(net: IntNetwork) -> str:
+    sfc = [layer for layer in net.layers if isinstance(layer, SFCLayer)]
+    tdom = max((bits_for(s.transform_bound()) for s in sfc), default=8)
+    wide = max((bits_for(s.wide_bound()) for s in sfc), default=32)
+    return f"""#pragma once
+// Integer types of the ember fpga design. The C simulation uses <cstdint> types at least as
+// wide as each stage needs; a synthesis build would use ap_int<N> of exactly these widths:
+//   data_t   activations           8 bits
+//   weight_t weights               8 bits
+//   acc_t    product accumulators  32 bits
+//   tdom_t   SFC transform domain  {tdom} bits
+//   wide_t   SFC output transform  {wide} bits (also the requantizer's product)
+#include <cstdint>
+
+typedef int8_t data_t;
+typedef int8_t weight_t;
+typedef int32_t acc_t;
+typedef int16_t tdom_t;
+typedef int64_t wide_t;
+
+static inline data_t clamp_int(wide_t v, int lo, int hi) {{
+  return (data_t)(v < lo ? lo : (v > hi ? hi : v));
+}}
+
+// y = clamp((acc * mult + 2^(shift-1)) >> shift): round half up of acc * mult / 2^shift
+static inline data_t requant(wide_t acc, int32_t mult, int shift, int lo, int hi) {{
+  return clamp_int((acc * mult + ((wide_t)1 << (shift - 1))) >> shift, lo, hi);
+}}
+
+// an SFC slot's power-of-two step: round half up of v / 2^e, then int8
+static inline data_t slot_round(tdom_t v, int e) {{
+  const int32_t half = e > 0 ? (1 << (e - 1)) : 0;
+  return clamp_int(((int32_t)v + half) >> e, -127, 127);
+}}
+"""
+
+
+def _model_header(net: IntNetwork) -> str:
+    out = net.output_spec
+    return f"""#pragma once
+#include "ember_types.h"
+
+#define EMBER_IN_SIZE {net.input.size}
+#define EMBER_OUT_SIZE {out.size}
+typedef {_ctype(out.kind)} out_t;
+
+void ember_top(const data_t input[EMBER_IN_SIZE], out_t output[EMBER_OUT_SIZE]);
+"""
+
+
+def _model(functions: list[str], calls: list[str], net: IntNetwork) -> str:
+    body = "\n".join(calls)
+    return f"""// ember fpga design: {len(net.layers)} layers, input {net.input.shape}, output
+// {net.output_spec.shape} ({net.output_spec.kind}). Generated; edit the model, not this file.
+#include "model.h"
+#include "weights.h"
+
+{chr(10).join(functions)}
+
+void ember_top(const data_t input[EMBER_IN_SIZE], out_t output[EMBER_OUT_SIZE]) {{
+#pragma HLS INTERFACE mode=m_axi port=input
+#pragma HLS INTERFACE mode=m_axi port=output
+#pragma HLS DATAFLOW
+{body}
+}}
+"""
+
+
+TESTBENCH = """// C simulation testbench: INPUT holds COUNT images of EMBER_IN_SIZE int8 values;
+// OUTPUT receives COUNT results of EMBER_OUT_SIZE out_t values (raw, little-endian).
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+#include "model.h"
+
+int main(int argc, char** argv) {
+  if (argc != 4) {
+    std::fprintf(stderr, "usage: %s INPUT OUTPUT COUNT\\n", argv[0]);
+    return 2;
+  }
+  const long count = std::atol(argv[3]);
+  std::FILE* in = std::fopen(argv[1], "rb");
+  std::FILE* out = std::fopen(argv[2], "wb");
+  if (!in || !out) {
+    std::fprintf(stderr, "cannot open %s or %s\\n", argv[1], argv[2]);
+    return 2;
+  }
+  std::vector<data_t> x(EMBER_IN_SIZE);
+  std::vector<out_t> y(EMBER_OUT_SIZE);
+  for (long i = 0; i < count; i++) {
+    if (std::fread(x.data(), sizeof(data_t), EMBER_IN_SIZE, in) != EMBER_IN_SIZE) {
+      std::fprintf(stderr, "input ended after %ld of %ld images\\n", i, count);
+      return 1;
+    }
+    ember_top(x.data(), y.data());
+    std::fwrite(y.data(), sizeof(out_t), EMBER_OUT_SIZE, out);
+  }
+  std::fclose(in);
+  return std::fclose(out) == 0 ? 0 : 1;
+}
+"""
+
+BUILD = """#!/bin/sh
+# C simulation build of the ember fpga design: ./build.sh [OUTPUT]  (CXX picks the compiler)
+set -e
+cd "$(dirname "$0")"
+${CXX:-g++} -std=c++20 -O2 -Wall -Wno-unknown-pragmas -o "${1:-csim}" model.cpp testbench.cpp
+"""
