@@ -26,10 +26,8 @@ class Design:
 def build_design(source, dev: Device, lanes: int | None, calibration_images: int,
                  project: Path, progress: Progress) -> Design:
     from ember.runtime.engines.fpga_engine import run_csim
-    from ember.runtime.engines.fpga_io import quantize_input
     from ember.targets.fpga import BINARY, RESOURCES, compile_csim
     from ember.targets.fpga_hls import write_project
-    from ember.targets.fpga_lower import lower
     from ember.targets.fpga_resources import plan
 
     if source.module is None:
@@ -37,14 +35,8 @@ def build_design(source, dev: Device, lanes: int | None, calibration_images: int
     if len(source.inputs) != 1 or len(source.output_names) != 1:
         raise UnsupportedModelError("the fpga target takes models with one input and one output")
     (name, example), = source.inputs.items()
-    model, folded = _fold_batchnorm(source.module, name, example)
-    nodes, output = _capture(model, example)
     calibration, origin = _calibration(source, name, example, calibration_images)
-    with progress.stage(f"lowering to int8 (calibrating on {len(calibration)} images)"):
-        try:
-            net = lower(nodes, output, calibration)
-        except (ValueError, OverflowError) as exc:
-            raise UnsupportedModelError(f"fpga: {exc}") from None
+    net, folded = _lowered(source.module, name, example, calibration, progress)
     with progress.stage(f"estimating resources on {dev.name}"):
         resources = plan(net, dev, lanes)
     files = write_project(net, resources["lanes"], project)
@@ -52,8 +44,8 @@ def build_design(source, dev: Device, lanes: int | None, calibration_images: int
         started = time.perf_counter()
         binary = compile_csim(project)
         build_s = time.perf_counter() - started
-    with progress.stage(f"C simulation vs the golden model ({len(calibration)} images)"):
-        x_q = quantize_input(calibration, float(net.input.scale[0]))
+    with progress.stage(f"C simulation vs the golden model ({len(calibration)} samples)"):
+        x_q = net.quantize(calibration)
         spec = net.output_spec
         simulated = run_csim(binary, x_q, _dtype(spec.kind), spec.shape)
         expected = net.run(x_q)
@@ -65,7 +57,8 @@ def build_design(source, dev: Device, lanes: int | None, calibration_images: int
         "binary": BINARY, "resources": RESOURCES, "device": dev.key,
         "io": {"input": name, "input_scale": float(net.input.scale[0]),
                "output_scales": [float(s) for s in spec.scale], "output_dtype": _dtype(spec.kind),
-               "output_shape": list(spec.shape)},
+               "output_shape": list(spec.shape), "output_channel_axis": spec.channel_axis,
+               "vocab": _vocab(net)},
         "layers": [{"name": layer.name, "op": layer.op} for layer in net.layers],
         "batchnorm_folded": folded,
         "calibration": {"images": len(calibration), "source": origin},
@@ -77,6 +70,32 @@ def build_design(source, dev: Device, lanes: int | None, calibration_images: int
     }
     golden = {source.output_names[0]: net.golden(example)}
     return Design(files, info, golden, resources)
+
+
+def _lowered(module: Any, name: str, example: np.ndarray, calibration: np.ndarray,
+             progress: Progress) -> tuple[Any, int]:
+    """(integer network, BatchNorms folded): a Llama-style LM through its decoder lowering,
+    anything else through the traced graph."""
+    from ember.targets.fpga_llm import causal_lm, lower_causal_lm
+    from ember.targets.fpga_lower import lower
+
+    lm = causal_lm(module)
+    with progress.stage(f"lowering to integers (calibrating on {len(calibration)} samples)"):
+        try:
+            if lm is not None:
+                return lower_causal_lm(lm, calibration), 0
+            model, folded = _fold_batchnorm(module, name, example)
+            nodes, output = _capture(model, example)
+            return lower(nodes, output, calibration), folded
+        except (ValueError, OverflowError) as exc:
+            raise UnsupportedModelError(f"fpga: {exc}") from None
+
+
+def _vocab(net: Any) -> int | None:
+    from ember.targets.fpga_llm_layers import EmbeddingLayer
+
+    tables = [layer.table for layer in net.layers if isinstance(layer, EmbeddingLayer)]
+    return len(tables[0]) if tables else None
 
 
 def _fold_batchnorm(module: Any, name: str, example: np.ndarray) -> tuple[Any, int]:
@@ -106,8 +125,8 @@ def _calibration(source, name: str, example: np.ndarray,
                  count: int) -> tuple[np.ndarray, str]:
     data = (source.calibration or {}).get(name)
     if data is not None and len(data):
-        return np.asarray(data[:count], np.float32), "the model's training data"
-    return np.asarray(example[:count], np.float32), "the reference inputs (no training data)"
+        return np.asarray(data[:count]), "the model's training data"
+    return np.asarray(example[:count]), "the reference inputs (no training data)"
 
 
 def _dtype(kind: str) -> str:

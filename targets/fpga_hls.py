@@ -18,8 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ember.targets.fpga_fixed import bits_for
-from ember.targets.fpga_hls_layers import emit, ident
+from ember.targets.fpga_hls_layers import array, emit, ident
 from ember.targets.fpga_layers import FlattenLayer
+from ember.targets.fpga_llm_layers import EXP_TABLE, AttentionLayer
 from ember.targets.fpga_lower import IntNetwork
 from ember.targets.fpga_sfc import SFCLayer
 
@@ -30,6 +31,8 @@ def write_project(net: IntNetwork, lanes: dict[str, int], folder: Path) -> list[
     """Write the project into `folder` (created); returns the file names."""
     folder.mkdir(parents=True, exist_ok=True)
     constants, functions, calls = _layers(net, lanes)
+    if any(isinstance(layer, AttentionLayer) for layer in net.layers):
+        constants.insert(0, array("wide_t", "exp_table", EXP_TABLE))
     texts = {
         "ember_types.h": _types(net),
         "weights.h": "#pragma once\n#include \"ember_types.h\"\n\n" + "\n\n".join(constants) + "\n",
@@ -108,6 +111,42 @@ static inline data_t slot_round(tdom_t v, int e) {{
   const int32_t half = e > 0 ? (1 << (e - 1)) : 0;
   return clamp_int(((int32_t)v + half) >> e, -127, 127);
 }}
+
+// a spike code: round half up of x / 2^k, within +-limit
+static inline int spike_code(int x, int k, int limit) {{
+  const int q = (x + (k > 0 ? 1 << (k - 1) : 0)) >> k;
+  return q > limit ? limit : (q < -limit ? -limit : q);
+}}
+
+// w * spike without a multiplier: the shifted weight added once per magnitude bit
+template <int BITS>
+static inline acc_t spike_times(weight_t w, int spike) {{
+  const int magnitude = spike < 0 ? -spike : spike;
+  acc_t sum = 0;
+  for (int b = 0; b < BITS - 1; b++)
+    if (magnitude >> b & 1) sum += (acc_t)w << b;
+  return spike < 0 ? -sum : sum;
+}}
+
+// a sum of ternary weight planes (|w| <= T_s): the spike added or subtracted once per plane
+static inline acc_t ternary_times(weight_t w, int spike) {{
+  const int planes = w < 0 ? -w : w;
+  acc_t sum = 0;
+  for (int p = 0; p < planes; p++) sum += spike;
+  return w < 0 ? -sum : sum;
+}}
+
+// floor(sqrt(n)), bit by bit
+static inline uint64_t isqrt64(uint64_t n) {{
+  uint64_t root = 0, bit = (uint64_t)1 << 62;
+  while (bit > n) bit >>= 2;
+  while (bit) {{
+    if (n >= root + bit) {{ n -= root + bit; root = (root >> 1) + bit; }}
+    else root >>= 1;
+    bit >>= 2;
+  }}
+  return root;
+}}
 """
 
 
@@ -118,9 +157,10 @@ def _model_header(net: IntNetwork) -> str:
 
 #define EMBER_IN_SIZE {net.input.size}
 #define EMBER_OUT_SIZE {out.size}
+typedef {_ctype(net.input.kind)} in_t;
 typedef {_ctype(out.kind)} out_t;
 
-void ember_top(const data_t input[EMBER_IN_SIZE], out_t output[EMBER_OUT_SIZE]);
+void ember_top(const in_t input[EMBER_IN_SIZE], out_t output[EMBER_OUT_SIZE]);
 """
 
 
@@ -133,7 +173,7 @@ def _model(functions: list[str], calls: list[str], net: IntNetwork) -> str:
 
 {chr(10).join(functions)}
 
-void ember_top(const data_t input[EMBER_IN_SIZE], out_t output[EMBER_OUT_SIZE]) {{
+void ember_top(const in_t input[EMBER_IN_SIZE], out_t output[EMBER_OUT_SIZE]) {{
 #pragma HLS INTERFACE mode=m_axi port=input
 #pragma HLS INTERFACE mode=m_axi port=output
 #pragma HLS DATAFLOW
@@ -142,8 +182,9 @@ void ember_top(const data_t input[EMBER_IN_SIZE], out_t output[EMBER_OUT_SIZE]) 
 """
 
 
-TESTBENCH = """// C simulation testbench: INPUT holds COUNT images of EMBER_IN_SIZE int8 values;
-// OUTPUT receives COUNT results of EMBER_OUT_SIZE out_t values (raw, little-endian).
+TESTBENCH = """// C simulation testbench: INPUT holds COUNT samples of EMBER_IN_SIZE in_t values
+// (int8 codes, or int32 token ids); OUTPUT receives COUNT results of EMBER_OUT_SIZE out_t
+// values (raw, little-endian).
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -161,10 +202,10 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot open %s or %s\\n", argv[1], argv[2]);
     return 2;
   }
-  std::vector<data_t> x(EMBER_IN_SIZE);
+  std::vector<in_t> x(EMBER_IN_SIZE);
   std::vector<out_t> y(EMBER_OUT_SIZE);
   for (long i = 0; i < count; i++) {
-    if (std::fread(x.data(), sizeof(data_t), EMBER_IN_SIZE, in) != EMBER_IN_SIZE) {
+    if (std::fread(x.data(), sizeof(in_t), EMBER_IN_SIZE, in) != EMBER_IN_SIZE) {
       std::fprintf(stderr, "input ended after %ld of %ld images\\n", i, count);
       return 1;
     }

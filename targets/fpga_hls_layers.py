@@ -38,7 +38,9 @@ def array(ctype: str, name: str, values: np.ndarray) -> str:
 def emit(layer: Layer, in_types: list[str], in_shapes: list[tuple[int, ...]], out_type: str,
          lanes: int) -> tuple[list[str], str]:
     """(constant arrays, function definition) of `layer`."""
-    for kind, writer in WRITERS:
+    from ember.targets.fpga_hls_llm import WRITERS as DECODER_WRITERS
+
+    for kind, writer in WRITERS + DECODER_WRITERS:
         if isinstance(layer, kind):
             return writer(layer, in_types, out_type, lanes, in_shapes)
     raise TypeError(f"no C++ writer for {type(layer).__name__}")
@@ -97,16 +99,18 @@ def _linear(layer: LinearLayer, in_types: list[str], out_type: str, lanes: int,
     k, c = layer.weight.shape
     consts = [array("weight_t", f"{f}_w", layer.weight), array("acc_t", f"{f}_b", layer.bias)]
     consts += _requant_arrays(f, layer.requant)
-    body = f"""{_signature(layer, in_types, out_type, [c])} {{
+    tokens = in_shapes[0][0] if len(in_shapes[0]) == 2 else 1  # (tokens, C): per token
+    body = f"""{_signature(layer, in_types, out_type, [tokens * c])} {{
 #pragma HLS ARRAY_PARTITION variable={f}_w cyclic factor={min(lanes, layer.weight.size)}
+  for (int t = 0; t < {tokens}; t++)
   for (int k = 0; k < {k}; k++) {{
 {_parallel(lanes, c)}
     acc_t acc = {f}_b[k];
     for (int c = 0; c < {c}; c++) {{
 {_lanes(lanes, c)}
-      acc += (acc_t)in0[c] * {f}_w[k * {c} + c];
+      acc += (acc_t)in0[t * {c} + c] * {f}_w[k * {c} + c];
     }}
-    {_store(layer, layer.requant, "k", "acc")}
+    {_store(layer, layer.requant, f"t * {k} + k", "acc")}
   }}
 }}"""
     return consts, body

@@ -33,6 +33,7 @@ class TensorSpec:
     shape: tuple[int, ...]  # one image
     kind: str  # "int8" | "int32"
     scale: np.ndarray  # (1,) per tensor, or (channels,) for int32 accumulator outputs
+    channel_axis: int = 1  # where per-channel scales apply (batch-first): 1 conv, -1 linear
 
     @property
     def size(self) -> int:
@@ -60,10 +61,10 @@ class Requant:
     lo: int = INT8[0]
     hi: int = INT8[1]
 
-    def apply(self, acc: np.ndarray) -> np.ndarray:
+    def apply(self, acc: np.ndarray, axis: int = 1) -> np.ndarray:
         if self.mult is None:
             return acc
-        return requantize(acc, self.mult, self.shift, self.lo, self.hi, axis=1)
+        return requantize(acc, self.mult, self.shift, self.lo, self.hi, axis=axis)
 
 
 @dataclass
@@ -101,8 +102,9 @@ class LinearLayer(Layer):
     requant: Requant = field(default=None)
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        """x (N, C) or (N, tokens, C): every token through the same weights."""
         acc = exact_matmul(x, self.weight.T) + self.bias.astype(np.int64)
-        return self.requant.apply(_int32(acc, self.name))
+        return self.requant.apply(_int32(acc, self.name), axis=-1)
 
 
 @dataclass

@@ -57,8 +57,15 @@ class IntNetwork:
 
     def golden(self, x: np.ndarray) -> np.ndarray:
         """float32 in -> float32 out, exactly as the fpga engine computes it."""
-        y = self.run(quantize_input(x, float(self.input.scale[0])))
-        return dequantize_output(y, self.output_spec.scale)
+        y = self.run(self.quantize(x))
+        spec = self.output_spec
+        return dequantize_output(y, spec.scale, spec.channel_axis)
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """Host-side input conversion: int8 codes of float inputs; token ids pass as int32."""
+        if self.input.kind == "int32":
+            return np.asarray(x).astype(np.int32)
+        return quantize_input(x, float(self.input.scale[0]))
 
 
 def lower(nodes: list[Node], output: str, calibration: np.ndarray) -> IntNetwork:
@@ -109,7 +116,8 @@ def _lower_node(node: Node, out_name: str, relu: bool, output: str,
         layer = ConvLayer(**common, stride=tuple(node.module.stride),
                           padding=tuple(node.module.padding), groups=node.module.groups) \
             if node.kind == "conv" else LinearLayer(**common)
-        spec = TensorSpec(out_name, node.shape, "int32", s_x * s_w) if raw else int8
+        spec = TensorSpec(out_name, node.shape, "int32", s_x * s_w,
+                          1 if node.kind == "conv" else -1) if raw else int8
         return layer, spec
     if node.kind == "sfc":
         return _sfc(node, out_name, x, s_y, relu, ints), int8

@@ -70,6 +70,9 @@ class LayerWork:
     activation_bits: int = 0  # the output buffer
     direct_products: int = 0  # SFC: what the direct convolution would multiply
     algorithm: str = ""
+    packed: bool = True  # int8 x int8 products (packable); False: wider, one per DSP
+    work_adds: int = 0  # spiking layers: the additions that replace products
+    work_bits: int = 0  # their accumulator width
 
 
 @dataclass
@@ -79,6 +82,7 @@ class LayerEstimate:
     lanes: int
     cycles: int
     products: int
+    product_dsp: int  # DSPs of the products alone (0 for spiking and ternary layers)
     dsp: int
     lut: int
     ff: int
@@ -91,6 +95,9 @@ class LayerEstimate:
 def layer_work(layer: Layer, net: IntNetwork) -> LayerWork:
     outputs = net.tensors[layer.output].size
     out_bits = 8 * outputs
+    decoder = decoder_work(layer, net, outputs, out_bits)
+    if decoder is not None:
+        return decoder
     if isinstance(layer, SFCLayer):
         return _sfc_work(layer, outputs, out_bits)
     if isinstance(layer, ConvLayer):
@@ -101,7 +108,8 @@ def layer_work(layer: Layer, net: IntNetwork) -> LayerWork:
     if isinstance(layer, LinearLayer):
         k, c = layer.weight.shape
         bits = 0 if layer.requant.mult is None else _acc_bits(layer.weight)
-        return LayerWork(layer.name, layer.op, k * c, k * c, outputs, bits, [],
+        tokens = outputs // k
+        return LayerWork(layer.name, layer.op, tokens * k * c, k * c, outputs, bits, [],
                          layer.weight.size * 8, layer.weight.size, out_bits)
     if isinstance(layer, PoolLayer):
         window = layer.kernel[0] * layer.kernel[1]
@@ -138,17 +146,29 @@ def _sfc_work(layer: SFCLayer, outputs: int, out_bits: int) -> LayerWork:
                      direct_products=ho * wo * k * c * 9, algorithm=layer.algorithm)
 
 
+def decoder_work(layer: Layer, net: IntNetwork, outputs: int, out_bits: int) -> LayerWork | None:
+    """Decoder layers (targets/fpga_llm_layers.py); None for the others."""
+    from ember.targets.fpga_resources_llm import decoder_layer_work
+
+    return decoder_layer_work(layer, net, outputs, out_bits)
+
+
 def _acc_bits(weight) -> int:
     rows = abs(weight.reshape(weight.shape[0], -1).astype(int)).sum(axis=1).max()
     return bits_for(int(rows) * 127)
 
 
 def estimate_layer(work: LayerWork, lanes: int, dev: Device) -> LayerEstimate:
-    cycles = math.ceil((work.products or work.outputs) / lanes) + DEPTH
+    cycles = math.ceil((work.products or work.work_adds or work.outputs) / lanes) + DEPTH
     busy = max(cycles - DEPTH, 1)
-    dsp = math.ceil(lanes / dev.int8_per_dsp) if work.products else 0
+    pack = dev.int8_per_dsp if work.packed else 1
+    product_dsp = math.ceil(lanes / pack) if work.products else 0
+    dsp = product_dsp
     lut, ff = CONTROL_LUT, CONTROL_FF
-    additions = 0
+    additions = work.work_adds
+    if work.work_adds:  # adder lanes instead of multipliers
+        lut += lanes * work.work_bits
+        ff += lanes * work.work_bits
     for count, bits in work.adders:  # adder networks sized to keep pace
         units = math.ceil(count / busy)
         lut += units * bits
@@ -163,8 +183,8 @@ def estimate_layer(work: LayerWork, lanes: int, dev: Device) -> LayerEstimate:
     bram, uram, lutram = _memory(work, lanes, dev)
     lut += lutram
     sfc = _sfc_comparison(work, cycles, busy, dev) if work.direct_products else None
-    return LayerEstimate(work.name, work.op, lanes, cycles, work.products, dsp, lut, ff, bram,
-                         uram, additions, sfc)
+    return LayerEstimate(work.name, work.op, lanes, cycles, work.products, product_dsp, dsp, lut,
+                         ff, bram, uram, additions, sfc)
 
 
 def _memory(work: LayerWork, lanes: int, dev: Device) -> tuple[int, int, int]:
