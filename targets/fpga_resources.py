@@ -13,10 +13,10 @@ Per layer, with `lanes` MAC units working every cycle (the folding):
                expressions the C++ holds (targets/fpga_hls_expr.py) and replicated to keep
                pace with the products; rounding/clamping adders of each requantizer lane;
                comparators of pooling; + CONTROL LUT/FF per layer (counters, FSM).
-- BRAM       = weights partitioned into min(lanes, rows) banks, each ceil(bits / 36 Kb)
-               blocks (banks under LUTRAM_BITS go to LUT RAM at 64 bits per LUT); ping-pong
-               activation buffers between layers. On devices with UltraRAM, weight banks
-               larger than URAM_THRESHOLD BRAMs use 288 Kb URAM blocks instead.
+- BRAM       = a weight memory as wide as the weights the lanes read per cycle and as deep
+               as the words that takes (`_memory`: 512 x 72 BRAM36, 4096 x 72 URAM where the
+               device has it, LUT RAM when shallow); ping-pong activation buffers between
+               layers.
 - latency    = sum of the layers' cycles (each layer hands a whole image to the next);
   interval   = the slowest layer's cycles (layers overlap on consecutive images: DATAFLOW).
 
@@ -30,7 +30,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ember.targets.fpga_devices import BRAM_BITS, URAM_BITS, Device
+from ember.targets.fpga_devices import BRAM_BITS, Device
 from ember.targets.fpga_fixed import bits_for
 from ember.targets.fpga_hls_expr import matrix_additions, separable_additions
 from ember.targets.fpga_layers import (
@@ -47,7 +47,6 @@ from ember.targets.fpga_sfc import SFCLayer
 
 DEPTH = 12  # pipeline fill per layer, cycles
 CONTROL_LUT, CONTROL_FF = 150, 200
-LUTRAM_BITS = 2048
 URAM_THRESHOLD = 16
 ACC_BITS = 32
 BUDGET = 0.8
@@ -188,17 +187,26 @@ def estimate_layer(work: LayerWork, lanes: int, dev: Device) -> LayerEstimate:
 
 
 def _memory(work: LayerWork, lanes: int, dev: Device) -> tuple[int, int, int]:
-    """(BRAM36, URAM, LUTs used as RAM) for the weights and the output buffer."""
+    """(BRAM36, URAM, LUTs used as RAM) for the weights and the output buffer.
+
+    The weights are read `min(lanes, count)` at a time: a memory `width` = that many weights
+    wide and `depth` = count / that many words deep. It takes ceil(width / 72) x ceil(depth /
+    512) BRAM36 (each 512 x 72 in simple dual port), or ceil(width / 72) x ceil(depth /
+    4096) URAM (4096 x 72) on devices that have it once that saves BRAMs (at least
+    URAM_THRESHOLD of them), or width x ceil(depth / 64) LUTs as LUT RAM when depth <= 64.
+    """
     bram = uram = lutram = 0
     if work.weight_bits:
-        banks = min(lanes, work.weight_count)
-        per_bank = math.ceil(work.weight_bits / banks)
-        if per_bank <= LUTRAM_BITS:
-            lutram += banks * math.ceil(per_bank / 64)
-        elif dev.uram and per_bank > URAM_THRESHOLD * BRAM_BITS:
-            uram += banks * math.ceil(per_bank / URAM_BITS)
+        per_cycle = min(lanes, work.weight_count)
+        width = per_cycle * work.weight_bits // work.weight_count
+        depth = math.ceil(work.weight_count / per_cycle)
+        columns = math.ceil(width / 72)
+        if depth <= 64:
+            lutram += width * math.ceil(depth / 64)
+        elif dev.uram and columns * math.ceil(depth / 512) >= URAM_THRESHOLD:
+            uram += columns * math.ceil(depth / 4096)
         else:
-            bram += banks * math.ceil(per_bank / BRAM_BITS)
+            bram += columns * math.ceil(depth / 512)
     if work.activation_bits:  # ping-pong buffer
         bram += 2 * math.ceil(work.activation_bits / BRAM_BITS)
     return bram, uram, lutram

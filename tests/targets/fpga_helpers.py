@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from ember.runtime.engines.fpga_engine import run_csim
-from ember.runtime.engines.fpga_io import quantize_input
 from ember.targets.fpga import compile_csim
 from ember.targets.fpga_devices import device
 from ember.targets.fpga_graph import capture
@@ -34,11 +33,11 @@ def lowered(model: torch.nn.Module, x: np.ndarray) -> IntNetwork:
 
 def simulate(net: IntNetwork, x: np.ndarray, folder: Path, lanes: int | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
-    """(C simulation, golden model) integer outputs of float inputs x."""
+    """(C simulation, golden model) integer outputs of inputs x (float images, token ids)."""
     resources = plan(net, device("zu9eg"), lanes)
     write_project(net, resources["lanes"], folder)
     binary = compile_csim(folder)
-    x_q = quantize_input(x, float(net.input.scale[0]))
+    x_q = net.quantize(x)
     spec = net.output_spec
     out = run_csim(binary, x_q, "int32" if spec.kind == "int32" else "int8", spec.shape)
     return out, net.run(x_q)

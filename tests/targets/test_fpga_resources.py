@@ -86,12 +86,20 @@ def test_row_expressions_use_shifts_and_count_their_additions():
     assert eval(text, {}, values) == 6 * 5 - 3 * -2 + 3 - 11
 
 
-def test_weights_go_to_bram_or_uram_by_size():
-    work = layer_work(_conv_net(False).layers[0], _conv_net(False))
-    est = estimate_layer(work, 1, device("zu9eg"))
-    weight_brams = math.ceil(work.weight_bits / BRAM_BITS)
-    buffer_brams = 2 * math.ceil(work.activation_bits / BRAM_BITS)
-    assert est.bram36 == weight_brams + buffer_brams and est.uram == 0
+def test_weight_memories_are_as_wide_as_the_lanes_read():
+    net = _conv_net(False)
+    work = layer_work(net.layers[0], net)  # 32 x 16 x 9 = 4608 int8 weights
+    buffers = 2 * math.ceil(work.activation_bits / BRAM_BITS)
+    narrow = estimate_layer(work, 1, device("zu9eg"))  # 8 bits x 4608 words: 9 x 512 deep
+    assert narrow.bram36 == 9 + buffers and narrow.uram == 0
+    wide = estimate_layer(work, 64, device("zu9eg"))  # 512 bits x 72 words: 8 columns
+    assert wide.bram36 == 8 + buffers
+    flat = estimate_layer(work, 4608, device("zu9eg"))  # one word: LUT RAM, no BRAM
+    assert flat.bram36 == buffers and flat.lut > 4608 * 8
+    big = layer_work(net.layers[0], net)
+    big.weight_count, big.weight_bits = 4_000_000, 32_000_000
+    on_u250 = estimate_layer(big, 72, device("u250"))  # 576 bits x 55556 words: 8 x 14 URAM
+    assert on_u250.uram == 8 * 14 and on_u250.bram36 == buffers
 
 
 @pytest.mark.parametrize("key", list(DEVICES))
