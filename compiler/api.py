@@ -301,15 +301,15 @@ def _verify_golden(prepared: Prepared, config: CompileConfig, folder: Path, prog
 def float_agreement(outputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]
                     ) -> dict[str, Any]:
     """Per output: max |difference| against the float model, relative to its range, and for
-    (N, classes) outputs the share of rows whose argmax agrees."""
+    outputs with a class axis (the last) the share of rows whose argmax agrees."""
     report = {}
     for name, ref in reference.items():
         out = outputs[name]
         span = float(np.ptp(ref)) or 1.0
         entry: dict[str, Any] = {"max_abs_error": float(np.abs(out - ref).max()),
                                  "max_error_of_range": float(np.abs(out - ref).max() / span)}
-        if ref.ndim == 2 and ref.shape[1] > 1:
-            entry["top1_agreement"] = float((out.argmax(1) == ref.argmax(1)).mean())
+        if ref.ndim >= 2 and ref.shape[-1] > 1:
+            entry["top1_agreement"] = float((out.argmax(-1) == ref.argmax(-1)).mean())
         report[name] = entry
     return report
 

@@ -189,17 +189,19 @@ def estimate_layer(work: LayerWork, lanes: int, dev: Device) -> LayerEstimate:
 def _memory(work: LayerWork, lanes: int, dev: Device) -> tuple[int, int, int]:
     """(BRAM36, URAM, LUTs used as RAM) for the weights and the output buffer.
 
-    The weights are read `min(lanes, count)` at a time: a memory `width` = that many weights
-    wide and `depth` = count / that many words deep. It takes ceil(width / 72) x ceil(depth /
-    512) BRAM36 (each 512 x 72 in simple dual port), or ceil(width / 72) x ceil(depth /
-    4096) URAM (4096 x 72) on devices that have it once that saves BRAMs (at least
-    URAM_THRESHOLD of them), or width x ceil(depth / 64) LUTs as LUT RAM when depth <= 64.
+    The lanes read `min(lanes, count)` weights per cycle: a memory that many weights wide (at
+    least one 72-bit word, weights packed into it) and total bits / width words deep. It
+    takes ceil(width / 72) x ceil(depth / 512) BRAM36 (each 512 x 72 in simple dual port), or
+    ceil(width / 72) x ceil(depth / 4096) URAM (4096 x 72) on devices that have it where
+    that replaces at least URAM_THRESHOLD BRAMs, or width x ceil(depth / 64) LUTs as LUT RAM
+    when depth <= 64.
     """
     bram = uram = lutram = 0
     if work.weight_bits:
         per_cycle = min(lanes, work.weight_count)
-        width = per_cycle * work.weight_bits // work.weight_count
-        depth = math.ceil(work.weight_count / per_cycle)
+        width = min(max(per_cycle * work.weight_bits // work.weight_count, 72),
+                    work.weight_bits)
+        depth = math.ceil(work.weight_bits / width)
         columns = math.ceil(width / 72)
         if depth <= 64:
             lutram += width * math.ceil(depth / 64)

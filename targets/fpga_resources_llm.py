@@ -77,12 +77,12 @@ def _spike(layer: SpikeLayer, outputs: int, out_bits: int):
 
     k, c = layer.weight.shape
     tokens = layer.out_shape[0]
-    planes = int(abs(layer.weight.astype(int)).max(initial=1))  # salient columns: T_s planes
+    planes = int(abs(layer.weight.astype(int)).max(initial=1))  # ternary: T_s planes at most
     per_pair = planes if layer.ternary else layer.spike_bits - 1
     spikes = (c - len(layer.salient)) + layer.steps * len(layer.salient)  # per token
     work = tokens * k * spikes * per_pair
     bits = bits_for(c * layer.steps * 127 * 127)
-    weight_bits = 2 if layer.ternary else 8
+    weight_bits = bits_for(planes)  # w_bits codes; ternary planes: 2 bits, 3 with T_s = 2
     return LayerWork(layer.name, layer.op, 0, k * c, outputs, bits + 8, [],
                      layer.weight.size * weight_bits, layer.weight.size, out_bits,
                      work_adds=work, work_bits=bits)

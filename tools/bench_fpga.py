@@ -31,6 +31,7 @@ import torch
 
 import ember
 import ember.runtime as rt
+from ember.compiler.config import parse_pass_flag
 from ember.targets.fpga_devices import DEVICES, device
 
 BLOCK_VOCAB = 2048
@@ -51,17 +52,10 @@ def digits(out: Path) -> dict[str, Any]:
                          ("sfc-auto", ["fold_bn", "sfc:algorithm=auto"])):
         folder = out / f"digits-{name}"
         started = time.perf_counter()
-        ember.compile({"model": "builtin:digits-cnn", "passes": [_pass(p) for p in passes],
-                       "target": "fpga", "output": str(folder)}, force=True)
+        ember.compile({"model": "builtin:digits-cnn", "target": "fpga", "output": str(folder),
+                       "passes": [parse_pass_flag(p) for p in passes]}, force=True)
         rows[name] = _digits_row(folder, train, test, time.perf_counter() - started)
     return rows
-
-
-def _pass(text: str) -> Any:
-    name, _, options = text.partition(":")
-    if not options:
-        return name
-    return {name: {k: v for k, v in (o.split("=") for o in options.split(","))}}
 
 
 def _digits_row(folder: Path, train, test, compile_s: float) -> dict[str, Any]:
@@ -127,7 +121,7 @@ def block(out: Path, tokens: int) -> dict[str, Any]:
         target = out / f"block-{name}"
         started = time.perf_counter()
         ember.compile({"model": f"hf:{folder}", "example": {"tokens": tokens},
-                       "passes": [_pass(spec)], "target": "fpga",
+                       "passes": [parse_pass_flag(spec)], "target": "fpga",
                        "target_options": {"device": "u250"}, "output": str(target)}, force=True)
         rows[name] = _block_row(target, time.perf_counter() - started)
     return rows
@@ -223,11 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
     parts = args.parts.split(",")
+    saved = args.out / "fpga.json"
+    if saved.exists():  # a rerun of one part keeps the other's results
+        results = json.loads(saved.read_text())
     if "digits" in parts:
         results["digits"] = digits(args.out)
+        saved.write_text(json.dumps(results, indent=1))
     if "block" in parts:
         results["block"] = block(args.out, args.block_tokens)
-    (args.out / "fpga.json").write_text(json.dumps(results, indent=1))
+        saved.write_text(json.dumps(results, indent=1))
     print(markdown(results))
     return 0
 

@@ -63,6 +63,31 @@ def test_digits_cnn_with_sfc(tmp_path, capsys):
     assert code == 0
 
 
+def test_spiking_decoder_compiles_and_runs(tmp_path, capsys):
+    out = tmp_path / "llama-fpga"
+    code, stdout, _ = _ember(capsys, "compile", "--model", "builtin:tiny-llama", "--tokens", "8",
+                             "--pass", "spike:w_bits=4,a_bits=4,salient_frac=0.1,data=random",
+                             "--target", "fpga", "--target-option", "device=u250", "-o",
+                             str(out))
+    assert code == 0 and "integer golden model (exact): max abs error 0" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "top1_agreement" in manifest["verification"]["float_model"]["logits"]
+    resources = json.loads((out / "fpga" / "resources.json").read_text())
+    spiking = [layer for layer in resources["layers"] if layer["op"] == "SpikeLinear"]
+    assert len(spiking) == 14 and all(layer["product_dsp"] == 0 for layer in spiking)
+    code, stdout, _ = _ember(capsys, "run", str(out), "--check")
+    assert code == 0 and "max abs error 0" in stdout
+    code, _, err = _ember(capsys, "run", str(out), "--input", f"input_ids={_ids(tmp_path)}")
+    assert code == 2 and "token ids must be in [0, 256)" in err
+
+
+def _ids(folder) -> str:
+    import numpy as np
+
+    np.save(folder / "ids.npy", np.full((1, 8), 999, np.int64))
+    return str(folder / "ids.npy")
+
+
 def _user_model(tmp_path, monkeypatch, name: str, body: str) -> str:
     module = "fpgamodels_" + name.replace(" ", "_")  # one module per case: imports are cached
     (tmp_path / f"{module}.py").write_text("import torch\nfrom torch import nn\n" + body)

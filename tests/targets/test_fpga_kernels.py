@@ -16,7 +16,7 @@ from ember.passes.contract import PassContext
 from ember.passes.sfc import SFCLowering
 from ember.runtime.engines.fpga_io import dequantize_output, quantize_input
 from ember.targets.fpga_fixed import fixed_point, requantize
-from ember.targets.fpga_layers import ConvLayer, LinearLayer
+from ember.targets.fpga_layers import ConvLayer, LinearLayer, Requant
 from ember.targets.fpga_sfc import SFCLayer
 from tests.targets.fpga_helpers import images, lowered, needs_gxx, simulate
 
@@ -123,7 +123,7 @@ def test_linear_accumulators_match_integer_matmul():
     w = rng.integers(-127, 128, (5, 300)).astype(np.int8)
     x = rng.integers(-127, 128, (3, 300))
     layer = LinearLayer("l", "Linear", ["x"], "y", (5,), weight=w, bias=np.zeros(5, np.int32),
-                        requant=type("R", (), {"apply": staticmethod(lambda a: a)})())
+                        requant=Requant(None, None))
     expected = [[sum(int(a) * int(c) for a, c in zip(row, col, strict=True)) for col in w]
                 for row in x]
     np.testing.assert_array_equal(layer.run(x), np.array(expected))

@@ -90,8 +90,8 @@ def test_weight_memories_are_as_wide_as_the_lanes_read():
     net = _conv_net(False)
     work = layer_work(net.layers[0], net)  # 32 x 16 x 9 = 4608 int8 weights
     buffers = 2 * math.ceil(work.activation_bits / BRAM_BITS)
-    narrow = estimate_layer(work, 1, device("zu9eg"))  # 8 bits x 4608 words: 9 x 512 deep
-    assert narrow.bram36 == 9 + buffers and narrow.uram == 0
+    narrow = estimate_layer(work, 1, device("zu9eg"))  # packed 72 bits x 512 words: one BRAM
+    assert narrow.bram36 == 1 + buffers and narrow.uram == 0
     wide = estimate_layer(work, 64, device("zu9eg"))  # 512 bits x 72 words: 8 columns
     assert wide.bram36 == 8 + buffers
     flat = estimate_layer(work, 4608, device("zu9eg"))  # one word: LUT RAM, no BRAM
