@@ -92,6 +92,11 @@ class SharedMask(nn.Module):
     def frozen(self) -> bool:
         return self.hard.numel() > 0
 
+    def initialize(self, scores: torch.Tensor) -> None:
+        """Proxies from post-hoc channel scores (`proxies_from_scores`) instead of 0."""
+        with torch.no_grad():
+            self.proxy.copy_(proxies_from_scores(scores, self.keep, self.blocks))
+
     def gate(self, step: int, schedule: GateSchedule) -> torch.Tensor:
         """M for this step: soft before the freeze, the exact hard projection after (eased in
         over the ramp)."""
@@ -127,10 +132,29 @@ class SharedMask(nn.Module):
             + _guarded_mean_sq(proxy, proxy <= 0, -0.5)
 
 
+def proxies_from_scores(scores: torch.Tensor, keep: int, blocks: int = 1) -> torch.Tensor:
+    """Proxies whose sign is the top-`keep` choice of `scores` (per row, `keep / blocks` per
+    block) and whose size grows with the distance from the cut in log score: in
+    [INIT_LOW, INIT_HIGH], the polarisation targets' scale, so training can still swap
+    channels near the cut while the gate starts near its hard projection (pitfall 12)."""
+    rows = scores.reshape(-1, scores.shape[-1]).to(torch.float64)
+    kept = top_keep_mask(rows, keep, blocks).bool()
+    logs = rows.clamp_min(1e-30).log()
+    cut = torch.stack([(logs[i][kept[i]].min() + logs[i][~kept[i]].max()) / 2
+                       if (~kept[i]).any() else logs[i].min() - 1 for i in range(len(rows))])
+    distance = (logs - cut[:, None]).abs()
+    size = distance / distance.max(dim=-1, keepdim=True).values.clamp_min(1e-30)
+    magnitude = INIT_LOW + (INIT_HIGH - INIT_LOW) * size
+    return torch.where(kept, magnitude, -magnitude).to(torch.float32).reshape(scores.shape)
+
+
 def straight_through_step(x: torch.Tensor) -> torch.Tensor:
     """Forward 1[x >= 0], backward identity."""
     hard = (x >= 0).to(x.dtype)
     return x + (hard - x).detach()
+
+
+INIT_LOW, INIT_HIGH = 0.25, 0.5
 
 
 def top_keep_mask(proxy: torch.Tensor, keep: int, blocks: int = 1) -> torch.Tensor:

@@ -65,6 +65,11 @@ class MaskedLlama(nn.Module):
             if not mask.frozen:
                 mask.freeze(self._gates.get(name))
 
+    def initialize(self, scores: dict[str, torch.Tensor]) -> None:
+        """Start each proxy from post-hoc channel scores instead of 0 (`mask_init`)."""
+        for name, mask in self.masks.items():
+            mask.initialize(scores[name])
+
     def harden(self, keep: KeepSet) -> None:
         """Fix the masks to `keep` (post-hoc methods: the choice is made before tuning)."""
         rows = {"hidden": [keep.hidden] if keep.hidden is not None else None,

@@ -59,6 +59,7 @@ class StructuralPruning:
     identity_weight: float = 1.0
     count_weight: float = 10.0
     embedding: str = "mask"
+    mask_init: str = "zero"
     loss: str = "ce"
     round_to: int = 8
     data: str = "text:pydoc"
@@ -88,6 +89,9 @@ class StructuralPruning:
             raise ValueError(f"ramp must be in [0, 2] (a fraction of s0), got {self.ramp}")
         if self.loss not in ("ce", "distill"):
             raise ValueError(f"loss must be ce or distill, got {self.loss!r}")
+        if self.mask_init not in ("zero", "magnitude", "taylor"):
+            raise ValueError(f"mask_init must be zero, magnitude or taylor, got "
+                             f"{self.mask_init!r}")
         if self.embedding not in ("mask", "hsm"):
             raise ValueError(f"embedding must be mask or hsm, got {self.embedding!r}")
         check_source(self.data)
@@ -127,7 +131,7 @@ class StructuralPruning:
                                 seed=self.seed)
         return LLMPlan(self.method, self.ratio, tuple(self.scope.split("+")), self.round_to,
                        self.lora_rank, self.lora_alpha, self.hsm_rank, self.hsm_form,
-                       self.embedding, settings)
+                       self.embedding, settings, self.mask_init)
 
     def _prune_cnn(self, model: nn.Module, ctx: PassContext) -> PassResult:
         if self.method not in CNN_METHODS:

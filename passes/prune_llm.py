@@ -47,6 +47,7 @@ class LLMPlan:
     hsm_form: str
     embedding: str
     tune: TuneSettings
+    mask_init: str = "zero"  # pat: proxies start at 0 (reference) or from post-hoc scores
 
 
 def keep_counts(groups: LlamaGroups, scopes: tuple[str, ...], ratio: float,
@@ -83,10 +84,14 @@ def prune_llm(lm: nn.Module, plan: LLMPlan, windows: torch.Tensor, example: torc
         _untie(work)
     graph = MaskedLlama(groups, keep, plan.hsm_rank if plan.method == "pat" else 0,
                         plan.hsm_form, plan.embedding)
-    if plan.method != "pat" and keep:
-        with progress.stage(f"scoring channels ({plan.method})"):
+    scorer = plan.method if plan.method != "pat" else plan.mask_init
+    if scorer != "zero" and keep:
+        with progress.stage(f"scoring channels ({scorer})"):
             batches = list(windows[:SCORING_WINDOWS].split(plan.tune.batch))
-            scores = score_channels(plan.method, work, groups, keep, batches)
+            scores = score_channels(scorer, work, groups, keep, batches)
+        if plan.method == "pat":
+            graph.initialize(scores)
+        else:
             graph.harden(keep_from_scores(scores, keep, groups))
     log = None
     if plan.tune.steps:
@@ -95,7 +100,8 @@ def prune_llm(lm: nn.Module, plan: LLMPlan, windows: torch.Tensor, example: torc
     if plan.tune.steps:
         fingerprint = {"method": plan.method, "ratio": plan.ratio, "scopes": plan.scopes,
                        "keep": keep, "lora": [plan.lora_rank, plan.lora_alpha],
-                       "hsm": [plan.hsm_rank, plan.hsm_form, plan.embedding]}
+                       "hsm": [plan.hsm_rank, plan.hsm_form, plan.embedding],
+                       "mask_init": plan.mask_init}
         log = tune(work, graph, windows, plan.tune, checkpoint_dir, fingerprint, progress,
                    teacher=lm.eval())
     # the reference is the final hard mask (a ramp that outlasts a short run is cut there)

@@ -49,6 +49,7 @@ ROWS = {  # row -> prune pass settings (None: the dense model as loaded)
     "taylor": {"method": "taylor", "ratio": 0.25},
     "pat-all-scopes": {"method": "pat", "ratio": 0.25, "scope": "hidden+heads+ffn"},
     "pat-ramp": {"method": "pat", "ratio": 0.25, "ramp": 1.0},
+    "pat-taylor-init": {"method": "pat", "ratio": 0.25, "mask_init": "taylor"},
 }
 
 

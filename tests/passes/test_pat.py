@@ -256,11 +256,12 @@ class ByteTokenizer:
         return {"input_ids": [b % 97 for b in text.encode()]}
 
 
-def test_pass_on_a_wrapped_lm(tmp_path):
+@pytest.mark.parametrize("mask_init", ["zero", "taylor"])
+def test_pass_on_a_wrapped_lm(tmp_path, mask_init):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 40)
     prune = PASSES["prune"](method="pat", ratio=0.25, steps=6, batch=2, seq=16,
-                            data=f"text:{corpus}", round_to=4, hsm_rank=4)
+                            data=f"text:{corpus}", round_to=4, hsm_rank=4, mask_init=mask_init)
     ids = windows(1, 16)
     ctx = PassContext(example_inputs={"input_ids": ids}, tokenizer=ByteTokenizer(),
                       work_dir=tmp_path / "work")
@@ -289,3 +290,14 @@ def test_pass_declines_clearly():
                          (dict(ramp=3), "ramp")):
         with pytest.raises(ValueError, match=message):
             PASSES["prune"](**bad)
+
+
+def test_proxies_from_scores_keep_the_top_channels_and_grow_from_the_cut():
+    from ember.passes.pat_gate import INIT_HIGH, INIT_LOW, proxies_from_scores, top_keep_mask
+
+    scores = torch.tensor([[5.0, 1.0, 3.0, 0.5, 2.0, 4.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])
+    proxies = proxies_from_scores(scores, keep=4, blocks=2)
+    assert torch.equal(proxies > 0, top_keep_mask(scores, 4, 2).bool())
+    assert proxies.abs().min() >= INIT_LOW - 1e-6 and proxies.abs().max() <= INIT_HIGH + 1e-6
+    first = proxies_from_scores(scores[0], keep=4)
+    assert first[0] > first[5] > first[2] > first[4] > 0 > first[1] > first[3]
