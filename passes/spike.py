@@ -21,6 +21,7 @@ verified against); the ONNX lowering maps it onto integer kernels (passes/spike_
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -91,9 +92,11 @@ class SpikeQuantization:
         return Tolerance(atol=float("inf"), rtol=0.0)
 
     def __call__(self, model: nn.Module, ctx: PassContext) -> PassResult:
-        lm = _causal_lm(model)
+        _causal_lm(model)  # refuses anything but a supported causal LM, before any work
         if any(isinstance(m, SpikeLinear) for m in model.modules()):
             return PassResult(model, False, {"skipped:already_spiking": 1})
+        model = copy.deepcopy(model)  # the caller's model stays as it was (like every pass)
+        lm = _causal_lm(model)
         windows = self._windows(lm, ctx)
         plan = SpikePlan(w_bits=self.w_bits, a_bits=0 if self.a_bits == 16 else self.a_bits,
                          weight_quant=self.weight_quant, salient_frac=self.salient_frac,

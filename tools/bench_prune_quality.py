@@ -2,7 +2,9 @@
 
 Rows: the dense model; the dense model + the same LoRA tuning (ratio 0); PAT, magnitude and
 Taylor at 25% of the hidden dimension (P -> FT for the post-hoc two); PAT with every scope
-(hidden + heads + FFN); PAT with the hard projection eased in over s0 steps (`ramp=1`).
+(hidden + heads + FFN); PAT with the hard projection eased in over s0 steps (`ramp=1`); PAT
+with its mask proxies starting at 0 as in the reference code (`mask_init=zero`; the pass
+starts them from Taylor scores by default).
 Every tuned row gets `--steps` steps of `--batch` windows of 128
 tokens from the first half of the KJV Bible, with the same loss (`--loss distill` by default:
 KL to the dense model, which keeps the out-of-domain corpora from collapsing as they do under
@@ -49,7 +51,7 @@ ROWS = {  # row -> prune pass settings (None: the dense model as loaded)
     "taylor": {"method": "taylor", "ratio": 0.25},
     "pat-all-scopes": {"method": "pat", "ratio": 0.25, "scope": "hidden+heads+ffn"},
     "pat-ramp": {"method": "pat", "ratio": 0.25, "ramp": 1.0},
-    "pat-taylor-init": {"method": "pat", "ratio": 0.25, "mask_init": "taylor"},
+    "pat-zero-init": {"method": "pat", "ratio": 0.25, "mask_init": "zero"},
 }
 
 

@@ -17,7 +17,6 @@ Results land in OUT/<row>.json (a rerun skips rows already there) and the table 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 from pathlib import Path
@@ -91,9 +90,9 @@ def _run_row(row: str, lm, tokenizer, windows, args, out: Path) -> None:
     if settings is not None:
         spike = SpikeQuantization(**settings, data="text:kjv", calib_windows=args.calib_windows,
                                   calib_seq=WINDOW)
-        model = CausalLMLogits(copy.deepcopy(lm))
-        stats = spike(model, PassContext(progress=Progress(verbose=True),
-                                         tokenizer=tokenizer)).stats
+        result = spike(CausalLMLogits(lm), PassContext(progress=Progress(verbose=True),
+                                                       tokenizer=tokenizer))
+        model, stats = result.model, result.stats  # the pass leaves `lm` as it was
         for module in model.modules():
             if isinstance(module, SpikeLinear):
                 module.exact = False  # fake-quantized twin: same function, fp32 speed

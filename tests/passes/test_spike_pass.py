@@ -29,7 +29,8 @@ def _model():
 def _spiked(**options):
     model = _model()
     result = SpikeQuantization(**{**CALIB, **options})(model, PassContext())
-    return model, result
+    assert not any(isinstance(m, SpikeLinear) for m in model.modules())  # input untouched
+    return result.model, result
 
 
 def test_every_decoder_linear_spikes_with_ceil_p_d_salient_channels():
