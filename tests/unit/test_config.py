@@ -93,3 +93,19 @@ def test_pass_flag_parsing():
         "name": "prune", "params": {"ratio": 0.25, "steps": 200, "method": "pat", "deep": True}}
     with pytest.raises(ConfigError, match="not key=value"):
         parse_pass_flag("fold_bn:into")
+
+
+def test_verification_tolerance_is_the_loosest_of_model_and_passes():
+    from types import SimpleNamespace
+
+    from ember.compiler.api import _tolerance
+    from ember.compiler.pipeline import PassRecord
+    from ember.runtime.compare import Tolerance
+
+    config = validate_config({"model": "builtin:smollm2-135m",
+                              "passes": [{"prune": {"method": "pat", "steps": 1}}]})
+    records = [PassRecord("prune", {}, True, {}, 0.0)]
+    deep = SimpleNamespace(tolerance=Tolerance(atol=3e-4, rtol=2e-4))
+    assert _tolerance(config, deep, records) == Tolerance(atol=3e-3, rtol=2e-4)
+    unchanged = [PassRecord("prune", {}, False, {}, 0.0)]
+    assert _tolerance(config, deep, unchanged) == deep.tolerance
