@@ -14,6 +14,10 @@ from ember.compiler.progress import Progress
 from ember.errors import UnsupportedModelError, VerificationError
 from ember.targets.fpga_devices import Device
 
+#: g++ builds about 0.5M constants of weights.h a second (the SmolLM2-sized block: 4.7M in
+#: 8-10 s, a 25 MB header); SmolLM2-135M's 135M would make a 700 MB header
+MAX_WEIGHTS = 16_000_000
+
 
 @dataclass
 class Design:
@@ -34,6 +38,12 @@ def build_design(source, dev: Device, lanes: int | None, calibration_images: int
         raise UnsupportedModelError("the fpga target lowers torch models; onnx: models have none")
     if len(source.inputs) != 1 or len(source.output_names) != 1:
         raise UnsupportedModelError("the fpga target takes models with one input and one output")
+    weights = sum(p.numel() for p in source.module.parameters())
+    if weights > MAX_WEIGHTS:
+        raise UnsupportedModelError(
+            f"fpga: the model holds {weights / 1e6:.1f}M weights; the C simulation compiles "
+            f"designs of up to {MAX_WEIGHTS / 1e6:.0f}M (every weight is a constant in "
+            f"weights.h): prune it or lower a smaller model")
     (name, example), = source.inputs.items()
     calibration, origin = _calibration(source, name, example, calibration_images)
     net, folded = _lowered(source.module, name, example, calibration, progress)

@@ -102,6 +102,9 @@ DECLINED = {
                "    def forward(self, x):\n        return torch.cat([x, x], 1)\n"
                "def make():\n    return M()\n",
                "node cat: operation cat (call_function) has no integer kernel"),
+    "too large": ("def make():\n    return nn.Sequential(nn.Linear(4, 4100), nn.ReLU(),\n"
+                  "                         nn.Linear(4100, 4100))\n",
+                  "the model holds 16.8M weights; the C simulation compiles designs of up to 16M"),
     "lone batchnorm": ("def make():\n"
                        "    return nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2))\n",
                        "BatchNorm has no integer kernel; run the fold_bn pass first"),
