@@ -24,6 +24,7 @@ from ember.compiler.models.loaded import LoadedModel
 from ember.compiler.pipeline import PassRecord, pass_tolerance, run_passes
 from ember.compiler.progress import QUIET, Progress
 from ember.compiler.provenance import machine, tool_versions
+from ember.compiler.reference_noise import NOISE_FACTOR, reference_error
 from ember.compiler.verify import verify_artifact
 from ember.errors import (
     ConfigError,
@@ -95,6 +96,10 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
 
             onnx_model = export_onnx(model, loaded.inputs, loaded.output_names, loaded.dynamic_dims)
     tolerance = _tolerance(config, loaded, records)
+    if model is not None and tolerance.atol < EXACT_CLASS_ATOL:
+        with progress.stage("measuring the fp32 reference's own rounding (float64 run)"):
+            error = reference_error(model, loaded.inputs, reference)
+        tolerance = _with_reference_noise(tolerance, error, config)
     with progress.stage("counting operations"):
         op_report = count_ops(onnx_model)
         spiking = spike_report(model) if model is not None else None
@@ -207,6 +212,18 @@ def _tolerance(config: CompileConfig, loaded: LoadedModel, records: list[PassRec
         atol=max(asked.atol, loaded.tolerance.atol), rtol=max(asked.rtol, loaded.tolerance.rtol))
     return Tolerance(atol=config.verify.atol if config.verify.atol is not None else base.atol,
                      rtol=config.verify.rtol if config.verify.rtol is not None else base.rtol)
+
+
+EXACT_CLASS_ATOL = 1e-3  # tolerances below this are exact-rewrite checks, bounded by fp32 noise
+
+
+def _with_reference_noise(tolerance: Tolerance, error: float | None,
+                          config: CompileConfig) -> Tolerance:
+    """atol raised to NOISE_FACTOR x the fp32 reference's own error (compiler/
+    reference_noise.py), unless the user set atol."""
+    if error is None or config.verify.atol is not None:
+        return tolerance
+    return Tolerance(atol=max(tolerance.atol, NOISE_FACTOR * error), rtol=tolerance.rtol)
 
 
 def _reference_arrays(prepared: Prepared, golden: dict[str, np.ndarray] | None

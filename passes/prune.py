@@ -98,13 +98,10 @@ class StructuralPruning:
 
     @property
     def tolerance(self) -> Tolerance | None:
-        """The artifact is verified against the pruned torch model, an exact rewrite, but
-        PAT's folded HSMs and rescaled norms leave larger activations in the narrower
-        residual stream, and fp32 rounding grows with them. SmolLM2 after PAT (3 steps):
-        residual stream up to 15,000, logit range 60; the fp32 torch reference itself was
-        5.2e-4 from the float64 result (ONNX Runtime 1.2e-4), and repeated runs differed from
-        ONNX Runtime by 6e-4 to 1.4e-3 (the dense model: 1.4e-4)."""
-        return Tolerance(atol=3e-3, rtol=1e-4) if self.method == "pat" else None
+        """None: the artifact is verified against the pruned torch model, an exact rewrite
+        (the larger activations of a pruned residual stream raise the fp32 noise the check
+        allows: compiler/reference_noise.py)."""
+        return None
 
     def __call__(self, model: nn.Module, ctx: PassContext) -> PassResult:
         try:

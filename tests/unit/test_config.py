@@ -98,14 +98,36 @@ def test_pass_flag_parsing():
 def test_verification_tolerance_is_the_loosest_of_model_and_passes():
     from types import SimpleNamespace
 
-    from ember.compiler.api import _tolerance
+    from ember.compiler.api import _tolerance, _with_reference_noise
     from ember.compiler.pipeline import PassRecord
     from ember.runtime.compare import Tolerance
 
-    config = validate_config({"model": "builtin:smollm2-135m",
-                              "passes": [{"prune": {"method": "pat", "steps": 1}}]})
-    records = [PassRecord("prune", {}, True, {}, 0.0)]
+    config = validate_config({"model": "builtin:tiny-cnn", "passes": [{"sfc": {"bits": 8}}]})
+    records = [PassRecord("sfc", {}, True, {}, 0.0)]
     deep = SimpleNamespace(tolerance=Tolerance(atol=3e-4, rtol=2e-4))
-    assert _tolerance(config, deep, records) == Tolerance(atol=3e-3, rtol=2e-4)
-    unchanged = [PassRecord("prune", {}, False, {}, 0.0)]
+    assert _tolerance(config, deep, records) == Tolerance(atol=3e-4, rtol=2e-4)
+    loose = SimpleNamespace(tolerance=Tolerance(atol=1e-5, rtol=1e-5))
+    assert _tolerance(config, loose, records) == Tolerance(atol=1e-4, rtol=1e-4)
+    unchanged = [PassRecord("sfc", {}, False, {}, 0.0)]
     assert _tolerance(config, deep, unchanged) == deep.tolerance
+    # the fp32 reference's own error raises atol (x3), unless the user set atol
+    assert _with_reference_noise(deep.tolerance, 5e-4, config).atol == pytest.approx(1.5e-3)
+    assert _with_reference_noise(deep.tolerance, 1e-6, config) == deep.tolerance
+    pinned = validate_config({"model": "builtin:tiny-cnn", "verify": {"atol": 1e-4}})
+    assert _with_reference_noise(deep.tolerance, 5e-4, pinned) == deep.tolerance
+
+
+def test_reference_error_measures_fp32_rounding():
+    import numpy as np
+    import torch
+
+    from ember.compiler.reference_noise import reference_error
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 4)).eval()
+    x = {"x": (np.random.default_rng(0).standard_normal((2, 64)) * 1e4).astype(np.float32)}
+    with torch.no_grad():
+        reference = {"y": model(torch.from_numpy(x["x"])).numpy()}
+    error = reference_error(model, x, reference)
+    assert 0 < error < 1e-2 * np.abs(reference["y"]).max()
+    assert reference_error(lambda *a: 1 / 0, x, reference) is None
