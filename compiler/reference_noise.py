@@ -5,7 +5,9 @@ An fp32 engine cannot agree with the fp32 torch reference more closely than the 
 from the exact result, and that grows with the model's activations (a pruned SmolLM2's
 residual stream reaches 15,000: its fp32 logits were 5.2e-4 from float64, ONNX Runtime's
 1.2e-4). So verification allows NOISE_FACTOR times the reference's own measured error on top
-of the model's stated tolerance.
+of the model's stated tolerance. Engines reorder more than torch does: on that model ONNX
+Runtime differed from the fp32 reference by 0.9x the reference's own error, TVM (blocked
+micro-kernels) by 3.7x; 8 leaves room above both.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-NOISE_FACTOR = 3.0
+NOISE_FACTOR = 8.0
 
 
 def reference_error(model: Any, inputs: dict[str, np.ndarray],
