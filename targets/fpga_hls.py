@@ -78,6 +78,7 @@ def _ctype(kind: str) -> str:
 
 
 def _types(net: IntNetwork) -> str:
+    """ember_types.h: the integer types, with the widths the design needs, then HELPERS."""
     sfc = [layer for layer in net.layers if isinstance(layer, SFCLayer)]
     tdom = max((bits_for(s.transform_bound()) for s in sfc), default=8)
     wide = max((bits_for(s.wide_bound()) for s in sfc), default=32)
@@ -96,58 +97,7 @@ typedef int8_t weight_t;
 typedef int32_t acc_t;
 typedef int16_t tdom_t;
 typedef int64_t wide_t;
-
-static inline data_t clamp_int(wide_t v, int lo, int hi) {{
-  return (data_t)(v < lo ? lo : (v > hi ? hi : v));
-}}
-
-// y = clamp((acc * mult + 2^(shift-1)) >> shift): round half up of acc * mult / 2^shift
-static inline data_t requant(wide_t acc, int32_t mult, int shift, int lo, int hi) {{
-  return clamp_int((acc * mult + ((wide_t)1 << (shift - 1))) >> shift, lo, hi);
-}}
-
-// an SFC slot's power-of-two step: round half up of v / 2^e, then int8
-static inline data_t slot_round(tdom_t v, int e) {{
-  const int32_t half = e > 0 ? (1 << (e - 1)) : 0;
-  return clamp_int(((int32_t)v + half) >> e, -127, 127);
-}}
-
-// a spike code: round half up of x / 2^k, within +-limit
-static inline int spike_code(int x, int k, int limit) {{
-  const int q = (x + (k > 0 ? 1 << (k - 1) : 0)) >> k;
-  return q > limit ? limit : (q < -limit ? -limit : q);
-}}
-
-// w * spike without a multiplier: the shifted weight added once per magnitude bit
-template <int BITS>
-static inline acc_t spike_times(weight_t w, int spike) {{
-  const int magnitude = spike < 0 ? -spike : spike;
-  acc_t sum = 0;
-  for (int b = 0; b < BITS - 1; b++)
-    if (magnitude >> b & 1) sum += (acc_t)w << b;
-  return spike < 0 ? -sum : sum;
-}}
-
-// a sum of ternary weight planes (|w| <= T_s): the spike added or subtracted once per plane
-static inline acc_t ternary_times(weight_t w, int spike) {{
-  const int planes = w < 0 ? -w : w;
-  acc_t sum = 0;
-  for (int p = 0; p < planes; p++) sum += spike;
-  return w < 0 ? -sum : sum;
-}}
-
-// floor(sqrt(n)), bit by bit
-static inline uint64_t isqrt64(uint64_t n) {{
-  uint64_t root = 0, bit = (uint64_t)1 << 62;
-  while (bit > n) bit >>= 2;
-  while (bit) {{
-    if (n >= root + bit) {{ n -= root + bit; root = (root >> 1) + bit; }}
-    else root >>= 1;
-    bit >>= 2;
-  }}
-  return root;
-}}
-"""
+""" + HELPERS
 
 
 def _model_header(net: IntNetwork) -> str:
@@ -179,6 +129,62 @@ void ember_top(const in_t input[EMBER_IN_SIZE], out_t output[EMBER_OUT_SIZE]) {{
 #pragma HLS DATAFLOW
 {body}
 }}
+"""
+
+
+#: ember_types.h after the typedefs: requantization, SFC slot rounding, spike arithmetic
+#: without multipliers and the integer square root, shared by every design
+HELPERS = """
+static inline data_t clamp_int(wide_t v, int lo, int hi) {
+  return (data_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+// y = clamp((acc * mult + 2^(shift-1)) >> shift): round half up of acc * mult / 2^shift
+static inline data_t requant(wide_t acc, int32_t mult, int shift, int lo, int hi) {
+  return clamp_int((acc * mult + ((wide_t)1 << (shift - 1))) >> shift, lo, hi);
+}
+
+// an SFC slot's power-of-two step: round half up of v / 2^e, then int8
+static inline data_t slot_round(tdom_t v, int e) {
+  const int32_t half = e > 0 ? (1 << (e - 1)) : 0;
+  return clamp_int(((int32_t)v + half) >> e, -127, 127);
+}
+
+// a spike code: round half up of x / 2^k, within +-limit
+static inline int spike_code(int x, int k, int limit) {
+  const int q = (x + (k > 0 ? 1 << (k - 1) : 0)) >> k;
+  return q > limit ? limit : (q < -limit ? -limit : q);
+}
+
+// w * spike without a multiplier: the shifted weight added once per magnitude bit
+template <int BITS>
+static inline acc_t spike_times(weight_t w, int spike) {
+  const int magnitude = spike < 0 ? -spike : spike;
+  acc_t sum = 0;
+  for (int b = 0; b < BITS - 1; b++)
+    if (magnitude >> b & 1) sum += (acc_t)w << b;
+  return spike < 0 ? -sum : sum;
+}
+
+// a sum of ternary weight planes (|w| <= T_s): the spike added or subtracted once per plane
+static inline acc_t ternary_times(weight_t w, int spike) {
+  const int planes = w < 0 ? -w : w;
+  acc_t sum = 0;
+  for (int p = 0; p < planes; p++) sum += spike;
+  return w < 0 ? -sum : sum;
+}
+
+// floor(sqrt(n)), bit by bit
+static inline uint64_t isqrt64(uint64_t n) {
+  uint64_t root = 0, bit = (uint64_t)1 << 62;
+  while (bit > n) bit >>= 2;
+  while (bit) {
+    if (n >= root + bit) { n -= root + bit; root = (root >> 1) + bit; }
+    else root >>= 1;
+    bit >>= 2;
+  }
+  return root;
+}
 """
 
 

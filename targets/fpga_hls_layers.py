@@ -122,36 +122,40 @@ def _sfc(layer: SFCLayer, in_types: list[str], out_type: str, lanes: int,
     int8 products per (channel, output channel), then alignment shifts and the
     additions-only output transform per output channel."""
     f = ident(layer.name)
-    p, c, k = layer.weight.shape
-    _, ho, wo = layer.out_shape
+    p, c, _ = layer.weight.shape
     th, tw = layer.tiles
-    m, r = layer.m, layer.s.shape[0]
-    length = m + 2
+    m = layer.m
     h, w = _input_hw(layer, in_shapes[0], c)
-    ph, pw = layer.padding
     consts = [array("weight_t", f"{f}_w", layer.weight),
               array("int", f"{f}_vshift", layer.slot_shift),
               array("int", f"{f}_align", layer.align),
               array("wide_t", f"{f}_b", layer.bias),
               array("int32_t", f"{f}_mult", layer.mult), array("int", f"{f}_shift", layer.shift)]
-    tile = [[f"t[{a}][{b}]" for b in range(length)] for a in range(length)]
-    input_transform = separable("z", layer.s, tile, "tdom_t")
-    slots = assignments("v", layer.slot_map, [f"z{q}" for q in range(r * r)], "tdom_t")
-    unslot = assignments("u", layer.unslot, [f"ms[{q}][k]" for q in range(p)], "wide_t")
-    grid = [[f"u{i * r + j}" for j in range(r)] for i in range(r)]
-    outputs = separable("y", layer.lam, grid, "wide_t")
-    indent = "\n          "
-    stores = "\n".join(
-        f"        if (oy0 + {a} < {ho} && ox0 + {b} < {wo}) out[(k * {ho} + oy0 + {a}) * {wo} + "
-        f"ox0 + {b}] = requant(y{a * m + b} + {f}_b[k], {f}_mult[k], {f}_shift[k], "
-        f"{layer.lo}, 127);" for a in range(m) for b in range(m))
     body = f"""{_signature(layer, in_types, out_type, [c * h * w])} {{
   // {layer.algorithm}: {m}x{m} output tiles, {p} products per tile and channel pair
 #pragma HLS ARRAY_PARTITION variable={f}_w cyclic factor={min(lanes, layer.weight.size)}
   for (int ty = 0; ty < {th}; ty++)
     for (int tx = 0; tx < {tw}; tx++) {{
       const int oy0 = ty * {m}, ox0 = tx * {m};
-      data_t vq[{p}][{c}];
+{_sfc_slots(layer, f, h, w)}
+{_sfc_products(layer, f, lanes)}
+{_sfc_outputs(layer, f)}
+    }}
+}}"""
+    return consts, body
+
+
+def _sfc_slots(layer: SFCLayer, f: str, h: int, w: int) -> str:
+    """vq[P][C]: each channel's L x L tile, S T S^T and the slot map (additions only), then
+    each slot's power-of-two step."""
+    p, c, _ = layer.weight.shape
+    r, length = layer.s.shape
+    ph, pw = layer.padding
+    tile = [[f"t[{a}][{b}]" for b in range(length)] for a in range(length)]
+    transform = separable("z", layer.s, tile, "tdom_t")
+    transform += assignments("v", layer.slot_map, [f"z{q}" for q in range(r * r)], "tdom_t")
+    lines = "\n        ".join(transform)
+    return f"""      data_t vq[{p}][{c}];
 #pragma HLS ARRAY_PARTITION variable=vq complete dim=1
       for (int c = 0; c < {c}; c++) {{
 #pragma HLS PIPELINE II=1
@@ -162,12 +166,16 @@ def _sfc(layer: SFCLayer, in_types: list[str], out_type: str, lanes: int,
             const bool inside = iy >= 0 && iy < {h} && ix >= 0 && ix < {w};
             t[a][b] = inside ? (tdom_t)in0[(c * {h} + iy) * {w} + ix] : (tdom_t)0;
           }}
-        {indent[:-2].join(input_transform)}
-        {indent[:-2].join(slots)}
+        {lines}
         const tdom_t v[{p}] = {{{", ".join(f"v{q}" for q in range(p))}}};
         for (int q = 0; q < {p}; q++) vq[q][c] = slot_round(v[q], {f}_vshift[q]);
-      }}
-      wide_t ms[{p}][{k}];
+      }}"""
+
+
+def _sfc_products(layer: SFCLayer, f: str, lanes: int) -> str:
+    """ms[P][K]: the int8 products summed over channels, aligned by shifts."""
+    p, c, k = layer.weight.shape
+    return f"""      wide_t ms[{p}][{k}];
       for (int q = 0; q < {p}; q++)
         for (int k = 0; k < {k}; k++) {{
 {_parallel(lanes, c)}
@@ -177,16 +185,27 @@ def _sfc(layer: SFCLayer, in_types: list[str], out_type: str, lanes: int,
             acc += (acc_t)vq[q][c] * {f}_w[(q * {c} + c) * {k} + k];
           }}
           ms[q][k] = (wide_t)acc << {f}_align[q * {k} + k];
-        }}
-      for (int k = 0; k < {k}; k++) {{
+        }}"""
+
+
+def _sfc_outputs(layer: SFCLayer, f: str) -> str:
+    """Per output channel: unslot and Lam Z Lam^T (shift-and-add), bias, requantized stores
+    of the tile's pixels inside the map."""
+    p, _, k = layer.weight.shape
+    _, ho, wo = layer.out_shape
+    m, r = layer.m, layer.s.shape[0]
+    unslot = assignments("u", layer.unslot, [f"ms[{q}][k]" for q in range(p)], "wide_t")
+    grid = [[f"u{i * r + j}" for j in range(r)] for i in range(r)]
+    lines = "\n          ".join(unslot + separable("y", layer.lam, grid, "wide_t"))
+    stores = "\n".join(
+        f"        if (oy0 + {a} < {ho} && ox0 + {b} < {wo}) out[(k * {ho} + oy0 + {a}) * {wo} + "
+        f"ox0 + {b}] = requant(y{a * m + b} + {f}_b[k], {f}_mult[k], {f}_shift[k], "
+        f"{layer.lo}, 127);" for a in range(m) for b in range(m))
+    return f"""      for (int k = 0; k < {k}; k++) {{
 #pragma HLS PIPELINE II=1
-          {indent.join(unslot)}
-          {indent.join(outputs)}
+          {lines}
 {stores}
-      }}
-    }}
-}}"""
-    return consts, body
+      }}"""
 
 
 def _pool(layer: PoolLayer, in_types: list[str], out_type: str, lanes: int,
