@@ -43,8 +43,15 @@ def _recording(monkeypatch, durations):
     return calls
 
 
+@pytest.fixture(autouse=True)
+def no_pause(monkeypatch):
+    pauses: list[float] = []
+    monkeypatch.setattr(measure.time, "sleep", pauses.append)
+    return pauses
+
+
 def test_interleaving_alternates_order_and_pairs_samples(monkeypatch):
-    # slow calls (pair >= SETTLE_BELOW_MS): no settling call, strict A B, B A alternation
+    # slow calls (pairs over BLOCK_MS): blocks of one timed call, strict A B, B A alternation
     durations = {"cand": iter([500.0] * 2 + [100.0, 100.0, 200.0, 100.0]),
                  "base": iter([500.0] * 2 + [200.0, 300.0, 200.0, 400.0])}
     calls = _recording(monkeypatch, durations)
@@ -52,6 +59,23 @@ def test_interleaving_alternates_order_and_pairs_samples(monkeypatch):
     assert calls[4:] == ["cand", "base", "base", "cand", "cand", "base", "base", "cand"]
     assert timing.ratios == (2.0, 3.0, 1.0, 4.0)
     assert timing.speedup == 2.5
+
+
+def test_every_switch_pauses_then_settles(monkeypatch, no_pause):
+    untimed: list[str] = []
+
+    def call(name: str):
+        return lambda: untimed.append(name) or name
+
+    def fake_timed_ms(fn) -> float:
+        fn()
+        untimed.pop()  # this call was timed, not a settling call
+        return 500.0
+
+    monkeypatch.setattr(measure, "timed_ms", fake_timed_ms)
+    interleaved(call("cand"), call("base"), warmup=1, repeat=3, budget_s=1.0)
+    assert untimed == ["cand", "base", "base", "cand", "cand", "base"]
+    assert no_pause == [measure.SWITCH_PAUSE_S] * 6
 
 
 def test_short_calls_are_settled_before_being_timed(monkeypatch):
@@ -90,12 +114,12 @@ def test_a_short_block_sample_is_the_median_of_its_calls(monkeypatch):
 
 
 def test_block_length_bounds():
-    assert measure.block_length(measure.SETTLE_BELOW_MS) == 0
+    assert measure.block_length(measure.BLOCK_MS * 10) == 1
     assert measure.block_length(measure.BLOCK_MS * 2) == 1
     assert measure.block_length(1e-6) == measure.MAX_BLOCK
 
 
-def test_self_baseline_times_once_per_pair(monkeypatch):
+def test_self_baseline_times_once_per_pair(monkeypatch, no_pause):
     count = 0
 
     def fake_timed_ms(call) -> float:
@@ -107,3 +131,4 @@ def test_self_baseline_times_once_per_pair(monkeypatch):
     timing = interleaved(lambda: None, None, warmup=1, repeat=5, budget_s=1.0)
     assert count == 1 + 5
     assert timing.speedup == 1.0 and set(timing.ratios) == {1.0}
+    assert no_pause == []  # nothing to switch from

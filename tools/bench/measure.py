@@ -6,20 +6,21 @@ t_candidate_i; the reported speedup is median(r_i), with the 25th-75th percentil
 the r_i as its spread. Taking ratios pair by pair cancels slow drifts of the machine (thermal
 state, other load) that a ratio of two separate medians would absorb as error.
 
-Engines with thread pools keep their workers spinning for a moment after a call (ONNX
-Runtime and TVM both do). Right after a switch, the other engine's spinning workers steal
-the cores: on 2 cores a 0.2 ms TVM call measured 29 ms when timed straight after ONNX
-Runtime. So when calls are short (a pair under SETTLE_BELOW_MS), the engines alternate in
-blocks rather than call by call: a block is one untimed call that absorbs the switch, then
-`block` timed calls of the same engine (about BLOCK_MS of work), and the block's median is
-the sample. One settling call alone took the TVM call back to 0.3-0.4 ms (alone it runs in
-0.23 ms, because ONNX Runtime's workers spin for longer than one call); a block's median is
-what a deployment that runs one model sees. Long calls need no settling and alternate call
-by call.
+Engines with thread pools keep their workers spinning for a while after a call (ONNX
+Runtime and TVM both do), longer than one call: right after a switch, the other engine's
+spinning workers steal the cores. On 2 cores a 0.2 ms TVM call measured 29 ms when timed
+straight after ONNX Runtime, and two ONNX Runtime sessions of SmolLM2 (dense, 25%-pruned)
+timed call by call gave a speedup of 1.18x (IQR 0.97-1.36) where the two models alone, each
+in its own process, give 1.28x. So every switch is followed by a pause of SWITCH_PAUSE_S (the
+other engine's workers park; 10-100 ms all gave 1.30-1.35x, IQR within +-3%), one untimed
+call that wakes this engine's workers, then `block` timed calls of the same engine (about
+BLOCK_MS of work, at least one) whose median is the sample: what a deployment that runs one
+model sees.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ from ember.runtime.timing import BenchmarkResult, summarize, timed_ms
 
 MIN_REPEAT = 3
 MAX_REPEAT = 200
-SETTLE_BELOW_MS = 200.0
+SWITCH_PAUSE_S = 0.02
 BLOCK_MS = 20.0
 MAX_BLOCK = 100
 
@@ -73,7 +74,8 @@ def interleaved(
     for _ in range(max(warmup, 1)):
         pair_ms = sum(timed_ms(call) for call in calls)
     block = block_length(pair_ms) if baseline is not None else 0
-    total = repeat or choose_repeat(pair_ms * (block + 1 if block else 1), budget_s)
+    sample_ms = pair_ms * (block + 1) + 2e3 * SWITCH_PAUSE_S if block else pair_ms
+    total = repeat or choose_repeat(sample_ms, budget_s)
     cand, base = [], []
     for i in range(total):
         order = calls if i % 2 == 0 else calls[::-1]
@@ -85,14 +87,13 @@ def interleaved(
 
 
 def block_length(pair_ms: float) -> int:
-    """Timed calls per block: 0 (call by call) for long calls, else about BLOCK_MS of pairs."""
-    if pair_ms >= SETTLE_BELOW_MS:
-        return 0
+    """Timed calls per block: about BLOCK_MS of pairs, at least one."""
     return int(min(MAX_BLOCK, max(1, BLOCK_MS // max(pair_ms, 1e-3))))
 
 
 def _sample_ms(call: Callable[[], object], block: int) -> float:
-    if not block:
+    if not block:  # one engine only: nothing to switch from
         return timed_ms(call)
-    call()  # untimed: absorbs the switch from the other engine
+    time.sleep(SWITCH_PAUSE_S)  # the other engine's spinning workers park
+    call()  # untimed: wakes this engine's workers
     return float(np.median([timed_ms(call) for _ in range(block)]))
