@@ -129,7 +129,7 @@ def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
         manifest = _manifest(prepared, config, payload, folder, extra)
         write_manifest(folder, manifest)
         manifest["verification"] = _verify(prepared, config, spec.executable, folder, progress,
-                                           payload.golden)
+                                           payload)
         write_manifest(folder, manifest)
     return output
 
@@ -141,7 +141,7 @@ def _compile_payload(spec: Any, prepared: Prepared, folder: Path, config: Compil
     from ember.targets.fpga import ModuleSource
 
     source = ModuleSource(prepared.model, prepared.loaded.inputs, prepared.loaded.output_names,
-                          prepared.loaded.calibration)
+                          prepared.loaded.calibration, prepared.onnx_model)
     return spec.compile_module(source, folder, config.target_options, progress)
 
 
@@ -281,10 +281,12 @@ def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path,
 
 
 def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder: Path,
-            progress: Progress, golden: dict[str, np.ndarray] | None) -> dict[str, Any]:
-    if golden is not None:
-        return _verify_golden(prepared, config, folder, progress, golden)
-    tolerance = {"atol": prepared.tolerance.atol, "rtol": prepared.tolerance.rtol}
+            progress: Progress, payload: Any) -> dict[str, Any]:
+    if payload.golden is not None:
+        return _verify_golden(prepared, config, folder, progress, payload.golden)
+    checked = _with_precision(prepared.tolerance, payload.precision, prepared.reference_outputs,
+                              config)
+    tolerance = {"atol": checked.atol, "rtol": checked.rtol}
     if not executable:
         return {"status": "skipped", "reason": f"the {config.target} target does not execute",
                 "tolerance": tolerance}
@@ -292,13 +294,29 @@ def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder:
         return {"status": "skipped", "reason": "disabled (--no-verify)", "tolerance": tolerance}
     with progress.stage("verifying against the reference"):
         result = verify_artifact(folder, prepared.loaded.inputs, prepared.reference_outputs,
-                                 prepared.tolerance)
+                                 checked, payload.verify_device)
+    if payload.verify_device is not None:
+        result["device"] = payload.verify_device
     if result["status"] != "passed":
         raise VerificationError(f"verification failed: {describe_failure(result)}")
     layers = _verify_integer_layers(prepared, progress)
     if layers is not None:
         result["integer_layers"] = layers
     return result
+
+
+def _with_precision(tolerance: Tolerance, precision: tuple[float, float] | None,
+                    reference: dict[str, np.ndarray], config: CompileConfig) -> Tolerance:
+    """A reduced-precision payload's floor: atol = fraction x the reference's largest
+    magnitude, rtol as given; settings the user made win."""
+    if precision is None:
+        return tolerance
+    scale = max(float(np.abs(v).max()) for v in reference.values() if v.size)
+    atol = tolerance.atol if config.verify.atol is not None else max(tolerance.atol,
+                                                                     precision[0] * scale)
+    rtol = tolerance.rtol if config.verify.rtol is not None else max(tolerance.rtol,
+                                                                     precision[1])
+    return Tolerance(atol=atol, rtol=rtol)
 
 
 def _verify_golden(prepared: Prepared, config: CompileConfig, folder: Path, progress: Progress,

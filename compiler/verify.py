@@ -13,9 +13,9 @@ from ember.runtime.compare import Tolerance, compare_outputs
 
 def verify_artifact(
     folder: Path, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray],
-    tolerance: Tolerance,
+    tolerance: Tolerance, device: str | None = None,
 ) -> dict[str, Any]:
     import ember.runtime as rt
 
-    session = rt.load(folder)
+    session = rt.load(folder, device=device)
     return compare_outputs(session.run(inputs), reference, tolerance)

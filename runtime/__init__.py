@@ -16,12 +16,13 @@ from ember.runtime.session import Session
 from ember.runtime.timing import BenchmarkResult
 
 
-def load(artifact: str | Path, threads: int | None = None) -> Session:
-    """Open an artifact: manifest, hash check of every file, then the engine for its format."""
+def load(artifact: str | Path, threads: int | None = None, device: str | None = None) -> Session:
+    """Open an artifact: manifest, hash check of every file, then the engine for its format
+    (`device`: for `gpu` artifacts, "cuda" by default or "cpu" for the reference path)."""
     folder = Path(artifact)
     manifest = read_manifest(folder)
     check_files(folder, manifest)
-    return Session(folder, manifest, open_engine(folder, manifest, threads))
+    return Session(folder, manifest, open_engine(folder, manifest, threads, device))
 
 
 __all__ = ["BenchmarkResult", "Session", "load"]

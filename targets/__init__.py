@@ -8,6 +8,7 @@ from __future__ import annotations
 from ember.targets.base import Payload, Target
 from ember.targets.cpu import TARGET as CPU
 from ember.targets.fpga import TARGET as FPGA
+from ember.targets.gpu import TARGET as GPU
 from ember.targets.null import TARGET as NULL
 from ember.targets.tvm import TARGET as TVM
 
@@ -15,6 +16,7 @@ TARGETS: dict[str, Target] = {
     "null": NULL,
     "cpu": CPU,
     "tvm": TVM,
+    "gpu": GPU,
     "fpga": FPGA,
 }
 

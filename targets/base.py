@@ -20,12 +20,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Payload:
-    format: str  # runtime engine: "onnx" | "tvm" | "fpga" | "null"
+    format: str  # runtime engine: "onnx" | "tvm" | "fpga" | "gpu" | "null"
     files: list[str]  # relative to the artifact directory
     info: dict[str, Any] = field(default_factory=dict)  # recorded as manifest["target_info"]
     #: integer targets: the outputs their golden model gives on the reference inputs, which the
     #: artifact must reproduce exactly (verification then reports the float model's agreement)
     golden: dict[str, np.ndarray] | None = None
+    #: where verification runs the payload (`gpu`: "cuda", or "cpu" for its reference path)
+    verify_device: str | None = None
+    #: reduced-precision targets: (atol as a fraction of the reference's largest magnitude,
+    #: rtol) that the payload's arithmetic needs at least
+    precision: tuple[float, float] | None = None
 
 
 class Target(Protocol):

@@ -41,6 +41,7 @@ class ModuleSource:
     inputs: dict[str, np.ndarray]
     output_names: list[str]
     calibration: dict[str, np.ndarray] | None
+    onnx_model: Any = None  # the exported ONNX of the same model (the gpu target ships it)
 
 
 class FpgaTarget:

@@ -1,5 +1,5 @@
-"""The float network the `fpga` target lowers: the torch model after passes, traced with
-torch.fx into a list of supported operations, each with its per-image output shape.
+"""The float network the `fpga` and `gpu` targets lower: the torch model after passes, traced
+with torch.fx into a list of supported operations, each with its per-image output shape.
 
 Supported: Conv2d (any stride, padding, groups), SFCConv2d, Linear, ReLU/ReLU6, MaxPool2d,
 AvgPool2d, AdaptiveAvgPool2d to 1x1, Flatten, residual add, and Identity/Dropout (which
@@ -28,7 +28,12 @@ FLATTEN = (torch.flatten,)
 
 
 class FpgaUnsupported(ValueError):
-    """The model has a layer or an operation the integer design cannot express."""
+    """The model has a layer or an operation the target cannot express."""
+
+
+def _no_kernel(target: str) -> str:
+    return "no integer kernel on the fpga target" if target == "fpga" else \
+        f"no kernel on the {target} target"
 
 
 @dataclass
@@ -46,8 +51,10 @@ class _Tracer(fx.Tracer):
         return isinstance(m, LEAVES) or super().is_leaf_module(m, qualname)
 
 
-def capture(model: nn.Module, example: torch.Tensor) -> tuple[list[Node], str]:
-    """(nodes in execution order, the output node's name) for a one-input, one-output model."""
+def capture(model: nn.Module, example: torch.Tensor,
+            target: str = "fpga") -> tuple[list[Node], str]:
+    """(nodes in execution order, the output node's name) for a one-input, one-output model;
+    `target` names the target in decline messages."""
     model = model.eval()
     try:
         graph = _Tracer().trace(model)
@@ -61,14 +68,14 @@ def capture(model: nn.Module, example: torch.Tensor) -> tuple[list[Node], str]:
     output = None
     for node in graph.nodes:
         if node.op == "output":
-            output = _single_output(node, alias)
+            output = _single_output(node, alias, target)
             continue
-        lowered = _node(node, module, shapes, alias)
+        lowered = _node(node, module, shapes, alias, target)
         if lowered is None:
             continue
         nodes.append(lowered)
     if sum(n.kind == "input" for n in nodes) != 1:
-        raise FpgaUnsupported("the fpga target takes models with exactly one input")
+        raise FpgaUnsupported(f"the {target} target takes models with exactly one input")
     return nodes, output
 
 
@@ -88,13 +95,14 @@ def _shapes(module: fx.GraphModule, example: torch.Tensor) -> dict[str, tuple[in
 
 
 def _node(node: fx.Node, module: fx.GraphModule, shapes: dict[str, tuple[int, ...]],
-          alias: dict[str, str]) -> Node | None:
+          alias: dict[str, str], target: str) -> Node | None:
     args = [alias.get(a.name, a.name) for a in node.args if isinstance(a, fx.Node)]
     shape = shapes.get(node.name, ())
     if node.op == "placeholder":
         return Node(node.name, "input", [], shape)
     if node.op == "call_module":
-        return _module_node(node, module.get_submodule(node.target), args, shape, alias)
+        return _module_node(node, module.get_submodule(node.target), args, shape, alias,
+                            target)
     if node.op == "call_function" and node.target in ADD and len(args) == 2:
         return Node(node.name, "add", args, shape)
     if node.op == "call_function" and node.target in RELU or \
@@ -105,24 +113,26 @@ def _node(node: fx.Node, module: fx.GraphModule, shapes: dict[str, tuple[int, ..
         return _flatten(node, args, shape)
     what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__",
                                                                      str(node.target))
-    raise FpgaUnsupported(f"node {node.name}: operation {what} ({node.op}) has no integer "
-                          f"kernel on the fpga target")
+    raise FpgaUnsupported(f"node {node.name}: operation {what} ({node.op}) has "
+                          f"{_no_kernel(target)}")
 
 
 def _module_node(node: fx.Node, m: nn.Module, args: list[str], shape: tuple[int, ...],
-                 alias: dict[str, str]) -> Node | None:
+                 alias: dict[str, str], target: str) -> Node | None:
     where = f"layer {node.target} ({type(m).__name__})"
     if isinstance(m, (nn.Identity, nn.Dropout)):
         alias[node.name] = args[0]
         return None
     if isinstance(m, QuantizedSFCConv2d):
-        raise FpgaUnsupported(f"{where}: the fpga target quantizes SFC layers itself; run the "
-                              f"sfc pass without bits=")
+        raise FpgaUnsupported(f"{where}: the {target} target takes float SFC layers; run "
+                              f"the sfc pass without bits=")
     if isinstance(m, SFCConv2d):
         if m.groups != 1:
             raise FpgaUnsupported(f"{where}: grouped SFC convolutions are not supported")
         return Node(node.name, "sfc", args, shape, m)
     if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+        if target != "fpga":  # float targets run it; the fpga design has no float path
+            return Node(node.name, "batchnorm", args, shape, m)
         raise FpgaUnsupported(f"{where}: BatchNorm has no integer kernel; run the fold_bn pass "
                               f"first")
     if isinstance(m, nn.Conv2d):
@@ -143,7 +153,7 @@ def _module_node(node: fx.Node, m: nn.Module, args: list[str], shape: tuple[int,
         if tuple(shape[1:]) != (1, 1):
             raise FpgaUnsupported(f"{where}: only global average pooling (output 1x1)")
         return Node(node.name, "avgpool", args, shape, m, {"global": True})
-    raise FpgaUnsupported(f"{where}: no integer kernel on the fpga target")
+    raise FpgaUnsupported(f"{where}: {_no_kernel(target)}")
 
 
 def _pool(node: fx.Node, m: nn.Module, args: list[str], shape: tuple[int, ...],
@@ -163,10 +173,11 @@ def _flatten(node: fx.Node, args: list[str], shape: tuple[int, ...]) -> Node:
     return Node(node.name, "flatten", args[:1], shape)
 
 
-def _single_output(node: fx.Node, alias: dict[str, str]) -> str:
+def _single_output(node: fx.Node, alias: dict[str, str], target: str) -> str:
     out = node.args[0]
     if not isinstance(out, fx.Node):
-        raise FpgaUnsupported("the fpga target takes models with exactly one output tensor")
+        raise FpgaUnsupported(f"the {target} target takes models with exactly one output "
+                              f"tensor")
     return alias.get(out.name, out.name)
 
 

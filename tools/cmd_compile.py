@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="builtin:NAME | hf:DIR | torch:pkg.module:factory | onnx:FILE")
     p.add_argument("--pass", dest="passes", action="append", metavar="NAME[:k=v,...]",
                    help="a pass to run, in order (repeatable); replaces the config's passes")
-    p.add_argument("--target", help="null | cpu | tvm")
+    p.add_argument("--target", help="null | cpu | tvm | gpu | fpga")
     p.add_argument("--target-option", dest="target_options", action="append", default=[],
                    metavar="KEY=VALUE", help="target option, e.g. threads=2 or mcpu=znver4")
     p.add_argument("-o", "--output", help="artifact directory to write")

@@ -117,6 +117,9 @@ def verification_line(v: dict[str, Any]) -> str:
             f"{worst[0]!r} ({bound})")
     if v.get("reference"):
         line = line.replace("max abs error", f"{v['reference']}: max abs error")
+    if v.get("device") == "cpu":  # a gpu program checked without a GPU
+        line = line.replace("verification passed", "verification passed on the CPU (fp32, "
+                            "kernel references; no GPU here)")
     for name, agreement in (v.get("float_model") or {}).items():
         line += f"; vs the float model on {name!r}: max error {agreement['max_abs_error']:.3g}"
         if "top1_agreement" in agreement:

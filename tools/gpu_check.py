@@ -35,6 +35,8 @@ SECTIONS = (  # (name, module under ember.runtime.gpu, function)
     ("timing_int4", "check_int4", "timing"),
     ("timing_int8", "check_int8", "timing"),
     ("timing_sfc", "check_sfc", "timing"),
+    ("correctness_program", "check_programs", "correctness"),
+    ("timing_program", "check_programs", "timing"),
 )
 
 
@@ -183,7 +185,7 @@ def _timing_table(rows: list[dict[str, Any]]) -> list[str]:
             out.append(f"| {r['case']} | | | {r['candidate']} | | | **ERROR** {r['error']} |")
             continue
         notes = ", ".join(f"{k}={_fmt(v)}" for k, v in r.items()
-                          if k.endswith(("gbps", "tflops", "stages_ms")))
+                          if k.endswith(("gbps", "tflops", "stages_ms", "ideal")))
         out.append(f"| {r['case']} | {r['baseline']} | {r['baseline_ms']:.4f} | "
                    f"{r['candidate']} | {r['candidate_ms']:.4f} | {r['ratio']:.2f}x | {notes} |")
     return [*out, ""]
@@ -192,7 +194,9 @@ def _timing_table(rows: list[dict[str, Any]]) -> list[str]:
 def _fmt(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k}: {v:.4f}" for k, v in value.items()) + "}"
-    return f"{value:.0f}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
 
 
 def _tuning() -> dict[str, Any]:

@@ -18,7 +18,10 @@ class Engine(Protocol):
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]: ...
 
 
-def open_engine(folder: Path, manifest: dict[str, Any], threads: int | None) -> Engine:
+def open_engine(folder: Path, manifest: dict[str, Any], threads: int | None,
+                device: str | None = None) -> Engine:
+    """The engine for the artifact's format. `device` matters to `gpu` artifacts only:
+    "cuda" (default) or "cpu" (fp32 through the kernels' references, for verification)."""
     fmt = manifest.get("format")
     if fmt == "onnx":
         from ember.runtime.engines.onnxruntime_engine import OnnxRuntimeEngine
@@ -32,6 +35,10 @@ def open_engine(folder: Path, manifest: dict[str, Any], threads: int | None) -> 
         from ember.runtime.engines.fpga_engine import FpgaEngine
 
         return FpgaEngine(folder, manifest, threads)
+    if fmt == "gpu":
+        from ember.runtime.engines.gpu_engine import GpuEngine
+
+        return GpuEngine(folder, manifest, device)
     if fmt == "null":
         raise ArtifactError(f"{folder}: a null-target artifact is an op report; it cannot run")
     raise ArtifactError(f"{folder}: unknown artifact format {fmt!r}")

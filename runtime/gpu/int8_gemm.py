@@ -63,8 +63,10 @@ def int8_gemm_two_group(a: torch.Tensor, a_scales: torch.Tensor, w: torch.Tensor
                         w_scale: torch.Tensor, k_split: int,
                         a_zeros: torch.Tensor | None = None,
                         w_row_sums: torch.Tensor | None = None, backend: str = "auto",
-                        config: GemmConfig | None = None) -> torch.Tensor:
-    """Two activation scale groups, columns [0, k_split) and [k_split, K) (int8_quant.py).
+                        config: GemmConfig | None = None,
+                        out_dtype: torch.dtype = torch.float16) -> torch.Tensor:
+    """Two activation scale groups, columns [0, k_split) and [k_split, K) (int8_quant.py);
+    the result in `out_dtype` (fp16 by default; fp32 where fp16's range is not enough).
 
     The Triton path needs k_split % 128 == 0: pad the groups with zero columns
     (`pad_groups`) offline for the weights and in the producer for the activations.
@@ -74,14 +76,14 @@ def int8_gemm_two_group(a: torch.Tensor, a_scales: torch.Tensor, w: torch.Tensor
         w_row_sums = group_row_sums(w, k_split)
     if not use_triton(backend, a, w):
         return int8_gemm_two_group_reference(a, a_scales, w, w_scale, k_split, a_zeros,
-                                             w_row_sums)
+                                             w_row_sums, out_dtype)
     if k_split % SEGMENT_ALIGN or not 0 < k_split < a.shape[1]:
         raise ValueError(f"k_split must be a multiple of {SEGMENT_ALIGN} inside (0, K), "
                          f"got {k_split} (see pad_groups)")
     zeros = None if a_zeros is None else a_zeros.to(torch.int32).contiguous()
     sums = None if a_zeros is None else w_row_sums.to(torch.int32).contiguous()
     return _launch(a, a_scales.float().contiguous(), w, w_scale.float().contiguous(), zeros,
-                   sums, k_split, config)
+                   sums, k_split, config, out_dtype)
 
 
 def pad_groups(x: torch.Tensor, k_split: int, align: int = SEGMENT_ALIGN
@@ -117,14 +119,15 @@ def _int_mm(a: torch.Tensor, sa: torch.Tensor, w: torch.Tensor, sw: torch.Tensor
     return (acc.float() * sa.float()[:, None] * sw.float()[None, :]).to(torch.float16)
 
 
-def _launch(a, sa, w, sw, za, rs, k_split: int, config: GemmConfig | None) -> torch.Tensor:
+def _launch(a, sa, w, sw, za, rs, k_split: int, config: GemmConfig | None,
+            out_dtype: torch.dtype = torch.float16) -> torch.Tensor:
     from ember.runtime.gpu._int8_kernels import _int8_gemm as kernel
 
     (m, k), n = a.shape, w.shape[0]
     if max(m, n) * k >= 2**31 or m * n >= 2**31:
         raise ValueError("the problem is too large for the kernel's int32 offsets")
     a, w = a.contiguous(), w.contiguous()
-    y = torch.empty(m, n, device=a.device, dtype=torch.float16)
+    y = torch.empty(m, n, device=a.device, dtype=out_dtype)
     two = k_split < k
 
     def launch(cfg: GemmConfig) -> None:

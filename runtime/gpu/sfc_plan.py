@@ -86,6 +86,24 @@ def make_plan(weight: torch.Tensor, bias: torch.Tensor | None = None,
                    bias=None if bias is None else bias.detach().to(device, _bias_dtype(dtype)))
 
 
+def plan_from_transformed(u: torch.Tensor, bias: torch.Tensor | None, algorithm_name: str,
+                          symbolic: bool, padding: int,
+                          dtype: torch.dtype = torch.float16) -> SFCPlan:
+    """The plan for an sfc-pass layer (passes/sfc_conv.py, groups 1) from its transformed
+    weights U (P, C, K): the same slots(Sg W Sg^T) that `make_plan` computes from W."""
+    alg = algorithm(algorithm_name, "symbolic" if symbolic else "integrated")
+    b, a, den = transform_matrices(alg)
+    if u.dim() != 3 or u.shape[0] != alg.slots:
+        raise ValueError(f"U must be ({alg.slots}, C, K) for {alg.name}, got {tuple(u.shape)}")
+    device = u.device
+    return SFCPlan(algorithm=alg.name, form="symbolic" if alg.symbolic else "integrated",
+                   m=alg.m, tile=alg.tile, slots=alg.slots, padding=padding,
+                   in_channels=u.shape[1], out_channels=u.shape[2],
+                   b=b.to(dtype).to(device), a=a.to(dtype).to(device), denominator=den,
+                   u=u.to(dtype).contiguous(),
+                   bias=None if bias is None else bias.detach().to(device, _bias_dtype(dtype)))
+
+
 def transform_matrices(alg: Algorithm) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(B, den . A, den) as float64 tensors, from the algorithm's exact rational matrices."""
     b, a, den = _integer_matrices(alg.name, alg.symbolic)

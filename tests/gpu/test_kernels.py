@@ -8,9 +8,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
-import numpy as np
 import pytest
 import torch
 
@@ -28,38 +25,7 @@ from ember.runtime.gpu.sfc_plan import make_plan
 from ember.runtime.gpu.sfc_reference import sfc_conv2d_reference
 from ember.runtime.gpu.sfc_triton import sfc_conv2d
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
 SMALL_INT8 = (GemmConfig(32, 32, 32, 2, 4, 2), GemmConfig(16, 64, 64, 1, 4, 2))
-
-
-@pytest.fixture(params=["cuda", "interpreter"])
-def device(request, monkeypatch) -> str:
-    if request.param == "cuda":
-        if not torch.cuda.is_available():
-            pytest.skip("no CUDA device")
-        return "cuda"
-    if not HAS_TRITON:
-        pytest.skip("triton is not installed (the interpreter comes with it)")
-    if torch.cuda.is_available():
-        pytest.skip("CUDA is available: the compiled kernels are tested instead")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    _let_the_interpreter_index_with_numpy_2_4(monkeypatch)
-    return "cpu"
-
-
-def _let_the_interpreter_index_with_numpy_2_4(monkeypatch) -> None:
-    """Triton 3.6's interpreter turns scalar kernel arguments into Python ints with
-    int(array) on 1-element arrays, which numpy >= 2.4 refuses; index through .item()."""
-    from triton.runtime import interpreter
-
-    original = interpreter._patch_lang_tensor
-
-    def patched(tensor, scope) -> None:
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__",
-                       lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
-
-    monkeypatch.setattr(interpreter, "_patch_lang_tensor", patched)
 
 
 SFC_CASES = [  # algorithm, form, (N, C, K, H, W), padding, bias, channels_last
