@@ -24,9 +24,12 @@ PROGRAM = "gpu/program.json"
 WEIGHTS = "gpu/weights.safetensors"
 DTYPES = ("fp16", "bf16", "fp32")
 ENGINES = ("torch", "onnxruntime")
-#: verification floor per dtype: atol as a fraction of the reference's largest magnitude, rtol
-#: (fp16 keeps 11 significant bits, bf16 8: an output's rounding alone is 2^-11 and 2^-8)
-PRECISION = {"fp16": (1e-2, 1e-2), "bf16": (5e-2, 5e-2)}
+#: verification floor per dtype: atol as a fraction of the reference's largest magnitude, rtol.
+#: Measured with the programs run in that dtype on the CPU against their fp32 path: digits +
+#: SFC 0.02% (fp16) and 0.29% (bf16) of the largest logit; the PAT-pruned SmolLM2 (128
+#: tokens) 1.7% and 20% (bf16 top-1 agreement 0.875: bf16 is lossy for it; fp16 is the
+#: default). Not yet measured on a GPU.
+PRECISION = {"fp16": (3e-2, 1e-2), "bf16": (2.5e-1, 5e-2)}
 
 
 class GpuTarget:

@@ -13,6 +13,32 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def _import_triton_for_its_interpreter() -> None:
+    """Triton's own helpers (tl.cdiv, tl.sum, ...) are @jit functions that its CPU interpreter
+    can run only if triton was first imported with TRITON_INTERPRET=1, and torch may import
+    triton at any point of the session. So on a machine without CUDA, import it that way
+    first; the variable is then unset again, and the kernel tests (tests/gpu) turn the
+    interpreter on per test."""
+    if importlib.util.find_spec("triton") is None:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    previous = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        import triton.language  # noqa: F401
+    finally:
+        if previous is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = previous
+
+
+_import_triton_for_its_interpreter()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _own_tuning_database(tmp_path_factory) -> None:
     """tvm compiles reuse tuning records from the user's database; tests start from none."""

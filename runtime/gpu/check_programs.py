@@ -20,7 +20,7 @@ import torch
 from ember.runtime.gpu.check_common import check_row, guarded, rel_max, timing_row
 from ember.runtime.gpu.cuda_timing import time_call
 from ember.runtime.gpu.program import ProgramRunner, executor
-from ember.runtime.gpu.synthetic import LlamaShape, synthetic_llama
+from ember.runtime.gpu.synthetic import LlamaShape, synthetic_cnn, synthetic_llama
 
 LLAMA_7B = LlamaShape(hidden=4096, heads=32, kv_heads=32, head_dim=128, ffn=11008, layers=4)
 SMALL = LlamaShape(hidden=256, heads=4, kv_heads=2, head_dim=64, ffn=512, layers=2)
@@ -33,7 +33,8 @@ def correctness(quick: bool, device: str = "cuda") -> list[dict[str, Any]]:
         for tokens in (1, 64):
             label = {"kernel": f"llama program ({kind})", "case": f"T={tokens}"}
             rows += guarded(label, partial(_check_llama, kind, tokens, device))
-    return rows
+    label = {"kernel": "graph program (conv, SFC, BN)", "case": "N=8 32ch@28x28"}
+    return rows + guarded(label, partial(_check_graph, device))
 
 
 def timing(quick: bool, device: str = "cuda") -> list[dict[str, Any]]:
@@ -67,6 +68,18 @@ def _check_llama(kind: str, tokens: int, device: str) -> list[dict[str, Any]]:
                       rel_max(replays[2], got), 1e-3),
             check_row(name, f"T={tokens}, CUDA graph", "replays of other ids differ (0 = no)",
                       float(torch.equal(replays[1], replays[0])), 0.0)]
+
+
+def _check_graph(device: str) -> list[dict[str, Any]]:
+    program, tensors = synthetic_cnn()
+    x = torch.randn(8, 16, 28, 28, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        expected = executor(program, tensors, torch.float32, reference=True)(x)
+        module = executor(program, {k: v.to(device) for k, v in tensors.items()},
+                          torch.float16, reference=False)
+        got = module(x.to(device)).float().cpu()
+    return [check_row("graph program (conv, SFC, BN)", "N=8 32ch@28x28, fused SFC kernel",
+                      "rel_max vs fp32 reference", rel_max(got, expected), REL_MAX_TOL)]
 
 
 def _blocks(shape: LlamaShape, kind: str) -> Any:

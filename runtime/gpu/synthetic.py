@@ -1,5 +1,6 @@
-"""Synthetic "llama" gpu programs with random weights, at any shape: what the device check
-times (Llama-2-7B-shaped blocks, dense and pruned) and what tests run at small shapes.
+"""Synthetic gpu programs with random weights: "llama" programs at any shape, which the device
+check times (Llama-2-7B-shaped blocks, dense and pruned) and tests run at small shapes, and a
+small "graph" CNN with an SFC layer.
 
 Projections are "dense" (fp32 weights, scaled by 1/sqrt(in)) or "spike" (4-bit codes in
 [-7, 7], per-row scales, `salient` of the input channels spiking T_s = 2 times at a_bits = 4,
@@ -94,3 +95,39 @@ def _linear(tensors: dict[str, torch.Tensor], key: str, out: int, inp: int, kind
 def _round(value: float, multiple: int) -> int:
     return max(multiple, int(value) // multiple * multiple)
 
+
+
+def synthetic_cnn(channels: int = 32, classes: int = 10, seed: int = 0
+                  ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """conv 3x3 -> ReLU -> SFC-6(6x6) 3x3 -> BatchNorm -> ReLU -> global average pool ->
+    flatten -> linear, for (N, 16, H, W) inputs; U as the sfc pass computes it from the
+    convolution weight it keeps as "sfc.weight"."""
+    from ember.passes.sfc_algorithms import algorithm
+    from ember.passes.sfc_conv import transformed_weights
+
+    gen = torch.Generator().manual_seed(seed)
+    c = channels
+    sfc_weight = torch.randn(c, c, 3, 3, generator=gen) / (3 * c ** 0.5)
+    tensors = {
+        "conv.weight": torch.randn(c, 16, 3, 3, generator=gen) / 12,
+        "conv.bias": 0.1 * torch.randn(c, generator=gen),
+        "sfc.u": transformed_weights(sfc_weight, algorithm("sfc6_6x6")).float(),
+        "sfc.weight": sfc_weight,  # not run: what U stands for, for checks
+        "sfc.bias": 0.1 * torch.randn(c, generator=gen),
+        "bn.mean": 0.1 * torch.randn(c, generator=gen),
+        "bn.var": 0.5 + torch.rand(c, generator=gen),
+        "bn.weight": 1 + 0.1 * torch.randn(c, generator=gen),
+        "bn.bias": 0.1 * torch.randn(c, generator=gen),
+        "fc.weight": torch.randn(classes, c, generator=gen) / c ** 0.5,
+        "fc.bias": torch.zeros(classes),
+    }
+    node = lambda name, op, inputs, **attrs: {"name": name, "op": op,  # noqa: E731
+                                              "inputs": inputs, "attrs": attrs}
+    nodes = [node("x", "input", []),
+             node("conv", "conv", ["x"], stride=[1, 1], padding=[1, 1], groups=1),
+             node("relu1", "relu", ["conv"]),
+             node("sfc", "sfc", ["relu1"], algorithm="sfc6_6x6", symbolic=True, padding=1),
+             node("bn", "batchnorm", ["sfc"], eps=1e-5), node("relu2", "relu", ["bn"]),
+             node("pool", "avgpool", ["relu2"], **{"global": True}),
+             node("flat", "flatten", ["pool"]), node("fc", "linear", ["flat"])]
+    return {"schema": 1, "kind": "graph", "nodes": nodes, "output": "fc"}, tensors

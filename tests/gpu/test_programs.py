@@ -2,8 +2,9 @@
 
 SpikeGpuLinear reproduces SpikeLinear's integer semantics: exactly (fp32 rounding) on its
 reference path, and within fp16-level rounding on each fast path (int8 two-group GEMM for
-several tokens, 4-bit GEMV for one), run here through the kernels' CPU references, and
-compiled on a GPU where there is one.
+several tokens, 4-bit GEMV for one), run through the kernels' CPU references, and through
+the kernels themselves: compiled on a GPU, else under Triton's interpreter where triton is
+installed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from ember.passes.spike_linear import SpikeLinear
 from ember.runtime.gpu.program import executor
 from ember.runtime.gpu.program_linear import SpikeGpuLinear
-from ember.runtime.gpu.synthetic import LlamaShape, synthetic_llama
+from ember.runtime.gpu.synthetic import LlamaShape, synthetic_cnn, synthetic_llama
 
 SHAPE = LlamaShape(hidden=128, heads=4, kv_heads=2, head_dim=32, ffn=256, layers=2)
 
@@ -29,11 +30,11 @@ def _spike_linear(d_in: int, d_out: int, salient: int, a_bits: int, steps: int,
     return SpikeLinear(codes, scale, bias, chosen, a_bits, steps, decoupled).eval()
 
 
-def _gpu_linear(m: SpikeLinear, reference: bool, device: str = "cpu") -> SpikeGpuLinear:
+def _gpu_linear(m: SpikeLinear, reference: bool, device: str = "cpu",
+                dtype: torch.dtype = torch.float32) -> SpikeGpuLinear:
     tensors = {f"p.{k}": v.to(device) for k, v in m.state_dict().items()}
     entry = {"kind": "spike", "a_bits": m.a_bits, "steps": m.steps, "decoupled": m.decoupled}
-    return SpikeGpuLinear(lambda name: tensors.get(f"p.{name}"), entry, torch.float32
-                          if device == "cpu" else torch.float16, reference)
+    return SpikeGpuLinear(lambda name: tensors.get(f"p.{name}"), entry, dtype, reference)
 
 
 def _rel(got: torch.Tensor, want: torch.Tensor) -> float:
@@ -62,26 +63,27 @@ def test_reference_path_is_spike_linear(d_in, d_out, salient, a_bits, steps, dec
 @pytest.mark.parametrize(("d_in", "d_out", "salient", "a_bits", "steps", "decoupled"), CASES)
 @pytest.mark.parametrize("tokens", [1, 7])
 def test_fast_paths_on_cpu_references(d_in, d_out, salient, a_bits, steps, decoupled, tokens):
-    """Several tokens: the int8 GEMM's reference (fp16 out); one token with 4-bit codes: the
-    GEMV on fake-quantized activations (per-row scales stored in fp16)."""
+    """fp16 layers: several tokens take the int8 GEMM, one token with 4-bit codes the GEMV on
+    fake-quantized activations (per-row scales stored in fp16); here through the kernels'
+    CPU references."""
     m = _spike_linear(d_in, d_out, salient, a_bits, steps, decoupled)
-    layer = _gpu_linear(m, reference=False)
-    x = torch.randn(tokens, d_in, generator=torch.Generator().manual_seed(2)) * 2
-    with torch.no_grad():
-        assert _rel(layer(x), m(x)) <= 2e-3
+    layer = _gpu_linear(m, reference=False, dtype=torch.float16)
+    x = (torch.randn(tokens, d_in, generator=torch.Generator().manual_seed(2)) * 2).half()
+    with torch.no_grad():  # the same fp16 input on both sides: its rounding moves codes
+        assert _rel(layer(x), m(x.float())) <= 5e-3
     assert layer.packed is not None  # every case has 4-bit codes; K' is padded to 128
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_spike_gpu_linear_on_a_gpu():
-    """(Under Triton's interpreter the kernels are checked by test_kernels.py; here the
-    interpreter trips over the triton module torch imported before TRITON_INTERPRET was set.)"""
-    m = _spike_linear(96, 40, 6, 4, 2, True)
-    layer = _gpu_linear(m, reference=False, device="cuda")
-    x = torch.randn(16, 96, generator=torch.Generator().manual_seed(4))
+@pytest.mark.parametrize("tokens", [1, 16])
+def test_spike_gpu_linear_on_the_kernels(device, tokens):
+    """The kernels themselves (compiled on a GPU, else under Triton's interpreter): the int8
+    two-group GEMM for 16 tokens, the 4-bit GEMV for one."""
+    m = _spike_linear(256, 40, 6, 4, 2, True)
+    layer = _gpu_linear(m, reference=False, device=device, dtype=torch.float16)
+    x = torch.randn(tokens, 256, generator=torch.Generator().manual_seed(4)).half()
     with torch.no_grad():
-        got = layer(x.cuda().to(layer.dtype))
-        assert _rel(got, m(x)) <= 5e-3
+        got = layer(x.to(device))
+        assert _rel(got, m(x.float())) <= 5e-3
 
 
 @pytest.mark.parametrize("kind", ["dense", "spike"])
@@ -93,6 +95,34 @@ def test_synthetic_programs_run_both_paths(kind):
         fast = executor(program, tensors, torch.float32, reference=False)(ids)
     assert reference.shape == (2, 11, SHAPE.vocab)
     assert _rel(fast, reference) <= (1e-6 if kind == "dense" else 5e-3)
+
+
+def test_graph_program_sfc_matches_direct_convolution():
+    """The synthetic CNN's SFC layer (its plan made from U) against F.conv2d with the weight U
+    came from, and the fp16 program against the fp32 one."""
+    from ember.runtime.gpu.sfc_triton import sfc_conv2d
+
+    program, tensors = synthetic_cnn(channels=16)
+    x = torch.randn(2, 16, 13, 11, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        reference = executor(program, tensors, torch.float32, reference=True)
+        direct = torch.nn.functional.conv2d(x, tensors["sfc.weight"], tensors["sfc.bias"],
+                                            padding=1)
+        fast = sfc_conv2d(x, reference.plans["sfc"], backend="reference")
+        assert _rel(fast, direct) <= 1e-5
+        half = executor(program, tensors, torch.float16, reference=False)
+        assert _rel(half(x), reference(x)) <= 2e-2
+
+
+def test_graph_program_on_the_kernels(device):
+    """The fp16 program with the fused SFC kernel (compiled on a GPU, else interpreted)."""
+    program, tensors = synthetic_cnn(channels=16)
+    x = torch.randn(1, 16, 9, 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        want = executor(program, tensors, torch.float32, reference=True)(x)
+        on_device = {k: v.to(device) for k, v in tensors.items()}
+        got = executor(program, on_device, torch.float16, reference=False)(x.to(device))
+    assert _rel(got, want) <= 2e-2
 
 
 def test_pruned_shape_and_ideal_ratios():
