@@ -13,10 +13,12 @@ budget are recorded as skipped. Exit code: 0 when every check that ran passed, 1
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime
 import importlib.util
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -49,6 +51,7 @@ def ensure_ember() -> Path:
     spec = importlib.util.find_spec("ember")
     if spec is None or spec.origin is None or Path(spec.origin).resolve().parent != REPO:
         shim = Path(tempfile.mkdtemp(prefix="ember-import-"))
+        atexit.register(shutil.rmtree, shim, ignore_errors=True)
         (shim / "ember").symlink_to(REPO, target_is_directory=True)
         sys.path.insert(0, str(shim))
         for name in [m for m in sys.modules if m == "ember" or m.startswith("ember.")]:

@@ -141,7 +141,20 @@ def test_running_without_a_gpu_exits_2_with_one_line(tmp_path, capsys):
         rt.load(tmp_path / "a")
 
 
-def test_bad_options_and_onnx_models_are_refused(tmp_path, capsys):
+@pytest.mark.skipif(not NO_GPU, reason="checks the message of a machine without a GPU")
+def test_onnxruntime_engine_without_its_cuda_provider(tmp_path, capsys):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu is installed")
+    code, err = _compile(tmp_path, capsys, "--model", "builtin:tiny-cnn", "--target-option",
+                         "engine=onnxruntime")
+    assert code == 0, err  # verified on the CPU path of the program
+    assert main(["run", str(tmp_path / "a")]) == 2
+    assert "needs onnxruntime-gpu" in capsys.readouterr().err
+
+
+def test_bad_options_are_refused(tmp_path, capsys):
     code = main(["compile", "--model", "builtin:tiny-cnn", "--target", "gpu",
                  "--target-option", "dtype=int3", "-o", str(tmp_path / "b")])
     assert code == 2
