@@ -134,6 +134,15 @@ def test_pruned_shape_and_ideal_ratios():
     assert dense.attention_macs(2) == 4 * 32 * 128 * 2 * 3
 
 
+def test_device_check_rows_on_the_cpu():
+    """The device check's program correctness section, run on the CPU (fp16 programs through
+    the kernels' references, no CUDA graph): every row passes and none raised."""
+    from ember.runtime.gpu.check_programs import correctness
+
+    rows = correctness(quick=True, device="cpu")
+    assert len(rows) == 13 and all(row["ok"] for row in rows), rows
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_programs_on_cuda_match_their_reference():
     from ember.runtime.gpu.check_programs import correctness
