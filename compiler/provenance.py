@@ -6,7 +6,7 @@ import platform
 from importlib import metadata
 
 _DISTRIBUTIONS = ("torch", "numpy", "onnx", "onnxscript", "onnxruntime", "apache-tvm",
-                  "transformers", "pydantic")
+                  "transformers", "pydantic", "triton")
 
 
 def tool_versions() -> dict[str, str | None]:
