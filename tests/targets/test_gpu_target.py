@@ -160,3 +160,13 @@ def test_bad_options_are_refused(tmp_path, capsys):
     assert code == 2
     assert "dtype" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_onnx_models_are_refused_in_one_line(tmp_path, capsys):
+    assert main(["compile", "--model", "builtin:tiny-cnn", "--target", "cpu",
+                 "-o", str(tmp_path / "cpu"), "--quiet"]) == 0
+    code = main(["compile", "--model", f"onnx:{tmp_path / 'cpu/model.onnx'}", "--target", "gpu",
+                 "-o", str(tmp_path / "g"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "an onnx: model has none (use the cpu target)" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "g").exists()
