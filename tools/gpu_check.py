@@ -2,6 +2,7 @@
 cuDNN, written after every section so a cut-off run still leaves its results.
 
     python tools/gpu_check.py OUT_DIR [--quick] [--budget-s 230] [--only int4,int8,sfc]
+                              [--artifacts CANDIDATE[:BASELINE] ...]
 
 Run from the repository root on a CUDA machine with torch and Triton; ember need not be
 installed (the script makes the repository importable as `ember` itself). Writes
@@ -75,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer shapes and repetitions")
     parser.add_argument("--budget-s", type=float, default=230.0,
                         help="start no section after this many seconds (default 230)")
+    parser.add_argument("--artifacts", nargs="+", default=[], metavar="DIR[:BASELINE]",
+                        help="compiled gpu artifacts to check (as `ember run --check`) and, "
+                        "for CANDIDATE:BASELINE pairs, to time against each other; these "
+                        "sections run first")
     parser.add_argument("--only", default="", help="comma-separated words; run only the "
                         "sections whose name contains one (e.g. int4,sfc)")
     args = parser.parse_args(argv)
@@ -89,14 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"env": environment(package, args.quick), "sections": {}}
     print(_env_line(report["env"]), flush=True)
     wanted = [word for word in args.only.split(",") if word]
-    for name, module, function in SECTIONS:
+    sections = [(name, module, function, ()) for name, module, function in SECTIONS]
+    if args.artifacts:
+        sections[:0] = [(f"{kind}_artifacts", "check_artifacts", kind, (args.artifacts,))
+                        for kind in ("correctness", "timing")]
+    for name, module, function, extra in sections:
         if wanted and not any(word in name for word in wanted):
             continue
         elapsed = time.monotonic() - started
         if elapsed > args.budget_s:
             report["sections"][name] = {"status": "skipped", "reason": f"budget ({elapsed:.0f} s)"}
         else:
-            report["sections"][name] = run_section(module, function, args.quick)
+            report["sections"][name] = run_section(module, function, args.quick, *extra)
             print(_section_line(name, report["sections"][name], started), flush=True)
         report["tuning"] = _tuning()
         report["elapsed_s"] = time.monotonic() - started
@@ -125,12 +134,12 @@ def environment(package: Path, quick: bool) -> dict[str, Any]:
     return env
 
 
-def run_section(module: str, function: str, quick: bool) -> dict[str, Any]:
+def run_section(module: str, function: str, quick: bool, *extra: Any) -> dict[str, Any]:
     """Run one section; an exception is recorded with its traceback, never raised."""
     start = time.monotonic()
     try:
         mod = importlib.import_module(f"ember.runtime.gpu.{module}")
-        rows = getattr(mod, function)(quick)
+        rows = getattr(mod, function)(quick, *extra)
         return {"status": "ok", "seconds": time.monotonic() - start, "rows": rows}
     except Exception as error:  # recorded: one failing kernel must not hide the others
         return {"status": "error", "seconds": time.monotonic() - start,

@@ -170,3 +170,18 @@ def test_onnx_models_are_refused_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "an onnx: model has none (use the cpu target)" in err
     assert len(err.splitlines()) == 1 and not (tmp_path / "g").exists()
+
+
+def test_device_check_of_artifacts_on_the_cpu_path(tmp_path, capsys):
+    """gpu_check --artifacts, run here through the engine's CPU path: the stored reference
+    outputs are met and a pair is timed."""
+    from ember.runtime.gpu.check_artifacts import correctness, timing
+
+    for name, spec in (("cnn", "builtin:tiny-cnn"), ("lm", "builtin:tiny-llama")):
+        assert main(["compile", "--model", spec, "--target", "gpu", "-o",
+                     str(tmp_path / name), "--quiet"]) == 0, capsys.readouterr().err
+    specs = [str(tmp_path / "cnn"), f"{tmp_path / 'lm'}:{tmp_path / 'lm'}"]
+    rows = correctness(True, specs, device="cpu")
+    assert len(rows) == 3 and all(r["ok"] for r in rows), rows
+    (pair,) = timing(True, specs, device="cpu")
+    assert pair["baseline_ms"] > 0 and pair["candidate_ms"] > 0 and pair["ratio"] > 0
