@@ -138,7 +138,7 @@ def _compile_payload(spec: Any, prepared: Prepared, folder: Path, config: Compil
                      progress: Progress) -> Any:
     if not spec.reads_module:
         return spec.compile(prepared.onnx_model, folder, config.target_options, progress)
-    from ember.targets.fpga import ModuleSource
+    from ember.targets.base import ModuleSource
 
     source = ModuleSource(prepared.model, prepared.loaded.inputs, prepared.loaded.output_names,
                           prepared.loaded.calibration, prepared.onnx_model)

@@ -33,6 +33,18 @@ class Payload:
     precision: tuple[float, float] | None = None
 
 
+@dataclass(frozen=True)
+class ModuleSource:
+    """What a target that reads the torch model gets: the model after passes, its reference
+    inputs, and calibration inputs (the model's training data where it has some)."""
+
+    module: Any
+    inputs: dict[str, np.ndarray]
+    output_names: list[str]
+    calibration: dict[str, np.ndarray] | None
+    onnx_model: Any = None  # the exported ONNX of the same model (the gpu target ships it)
+
+
 class Target(Protocol):
     name: str
     description: str

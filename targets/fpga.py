@@ -15,14 +15,11 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ember.compiler.progress import Progress
-from ember.targets.base import Payload, check_known_options
+from ember.targets.base import ModuleSource, Payload, check_known_options
 from ember.targets.fpga_devices import DEVICES, device
 
 PROJECT = "fpga"
@@ -30,18 +27,6 @@ BINARY = "fpga/csim"
 RESOURCES = "fpga/resources.json"
 DEFAULT_DEVICE = "zu9eg"
 BUILD_TIMEOUT_S = 600
-
-
-@dataclass(frozen=True)
-class ModuleSource:
-    """What a target that reads the torch model gets: the model after passes, its reference
-    inputs, and calibration inputs (the model's training data where it has some)."""
-
-    module: Any
-    inputs: dict[str, np.ndarray]
-    output_names: list[str]
-    calibration: dict[str, np.ndarray] | None
-    onnx_model: Any = None  # the exported ONNX of the same model (the gpu target ships it)
 
 
 class FpgaTarget:

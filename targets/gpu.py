@@ -17,7 +17,7 @@ from typing import Any
 
 from ember.compiler.progress import Progress
 from ember.errors import UnsupportedModelError
-from ember.targets.base import Payload, check_known_options
+from ember.targets.base import ModuleSource, Payload, check_known_options
 from ember.targets.onnx_io import save_onnx
 
 PROGRAM = "gpu/program.json"
@@ -56,7 +56,7 @@ class GpuTarget:
     def compile(self, model, out_dir: Path, options: dict[str, Any], progress: Progress) -> Payload:
         raise ValueError("the gpu target builds its program from the torch model")
 
-    def compile_module(self, source: Any, out_dir: Path, options: dict[str, Any],
+    def compile_module(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
                        progress: Progress) -> Payload:
         from ember.runtime.engines.gpu_engine import gpu_status
 
@@ -83,7 +83,7 @@ def _onnxruntime_cuda() -> bool:
     return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
-def _program(source: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def _program(source: ModuleSource) -> tuple[dict[str, Any], dict[str, Any]]:
     from ember.targets.gpu_program import GpuUnsupported, build_program
 
     example = next(iter(source.inputs.values()))
