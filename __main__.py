@@ -1,5 +1,5 @@
 """`python -m ember` is the `ember` command."""
 
-from ember.tools.cli import main
+from ember.tools.cli.main import main
 
 raise SystemExit(main())

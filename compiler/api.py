@@ -22,7 +22,6 @@ from ember.compiler.config import CompileConfig, load_config_file, validate_conf
 from ember.compiler.models import load_model
 from ember.compiler.models.loaded import LoadedModel
 from ember.compiler.pipeline import PassRecord, pass_tolerance, run_passes
-from ember.compiler.progress import QUIET, Progress
 from ember.compiler.provenance import machine, tool_versions
 from ember.compiler.reference_noise import NOISE_FACTOR, reference_error
 from ember.compiler.verify import verify_artifact
@@ -34,12 +33,13 @@ from ember.errors import (
     first_line,
 )
 from ember.passes.contract import PassContext
-from ember.passes.spike_report import spike_report
+from ember.passes.spike.report import spike_report
+from ember.progress import QUIET, Progress
 from ember.runtime.compare import Tolerance, describe_failure
 from ember.runtime.manifest import SCHEMA_VERSION, file_record
 from ember.targets import TARGETS
 from ember.targets.onnx_io import signature
-from ember.targets.opcount import count_ops
+from ember.targets.opcount.nodes import count_ops
 
 REFERENCE_IO = "reference_io.npz"
 OP_REPORT = "ops.json"
@@ -58,7 +58,7 @@ class Prepared:
     reference_outputs: dict[str, np.ndarray]
     tolerance: Tolerance
     model_record: dict[str, Any]  # the manifest's "model" entry (hashing weights once)
-    op_report: dict[str, Any]  # per-layer op counts of the exported graph (targets/opcount.py)
+    op_report: dict[str, Any]  # per-layer op counts of the exported graph (targets/opcount)
 
 
 def resolve_config(config: CompileConfig | dict[str, Any] | str | Path, source: str | None = None,

@@ -25,8 +25,8 @@ def export_onnx(
     """Export `module` called on `inputs` (in order); named symbolic dims stay symbolic.
     ember's own ops (spiking linears) are lowered by their translations, their low-bit
     weights stored packed, and weights that are exactly fp16 stored as fp16 (lossless;
-    passes/spike_onnx.py)."""
-    from ember.passes.spike_onnx import (
+    passes/spike/onnx_lowering.py)."""
+    from ember.passes.spike.onnx_lowering import (
         pack_half_precision_weights,
         pack_low_bit_weights,
         translation_table,

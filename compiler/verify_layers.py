@@ -19,7 +19,7 @@ import numpy as np
 
 from ember.targets.onnx_io import exported_module_path
 
-LAYER_CLASS = "ember.passes.spike_linear.SpikeLinear"
+LAYER_CLASS = "ember.passes.spike.linear.SpikeLinear"
 MAX_LAYER_ERROR = 1e-6  # relative to the layer's largest |output|
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ember.passes.contract import Pass, PassContext, PassResult, Tolerance
 from ember.passes.fold_bn import FoldBatchNorm
-from ember.passes.prune import StructuralPruning
-from ember.passes.sfc import SFCLowering
-from ember.passes.spike import SpikeQuantization
+from ember.passes.prune.structural import StructuralPruning
+from ember.passes.sfc.lower import SFCLowering
+from ember.passes.spike.quantize import SpikeQuantization
 
 PASSES: dict[str, type] = {
     "fold_bn": FoldBatchNorm,

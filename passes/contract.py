@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ember.compiler.progress import QUIET, Progress
+from ember.progress import QUIET, Progress
 from ember.runtime.compare import Tolerance
 
 if TYPE_CHECKING:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from ember.targets.base import Payload, Target
 from ember.targets.cpu import TARGET as CPU
-from ember.targets.fpga import TARGET as FPGA
-from ember.targets.gpu import TARGET as GPU
+from ember.targets.fpga.target import TARGET as FPGA
+from ember.targets.gpu.target import TARGET as GPU
 from ember.targets.null import TARGET as NULL
-from ember.targets.tvm import TARGET as TVM
+from ember.targets.tvm.target import TARGET as TVM
 
 TARGETS: dict[str, Target] = {
     "null": NULL,

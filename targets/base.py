@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from ember.compiler.progress import Progress
+from ember.progress import Progress
 
 if TYPE_CHECKING:
     import onnx

@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from ember.compiler.progress import Progress
+from ember.progress import Progress
 from ember.targets.base import Payload, check_known_options
 from ember.targets.onnx_io import save_onnx
 

@@ -1,5 +1,5 @@
 """`null`: no execution. Every artifact carries the op report `ops.json` (params, bytes, MACs,
-multiplications, additions and an energy estimate per layer, see targets/opcount.py); a null
+multiplications, additions and an energy estimate per layer, see targets/opcount/nodes.py); a null
 artifact is only that report, which makes op-count claims testable anywhere."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ember.compiler.progress import Progress
+from ember.progress import Progress
 from ember.targets.base import Payload, check_known_options
 
 

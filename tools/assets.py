@@ -32,12 +32,12 @@ ASSETS = (
 )
 
 
-#: Debian packages with evaluation text (tools/bench/datasets.py reads them)
+#: Debian packages with evaluation text (compiler/data/datasets.py reads them)
 TEXT_PACKAGES = ("jargon-text", "bible-kjv", "bible-kjv-text")
 
 
 def install_text() -> int:
-    from ember.tools.bench.datasets import asset_root
+    from ember.compiler.data.datasets import asset_root
 
     root = asset_root()
     root.mkdir(parents=True, exist_ok=True)

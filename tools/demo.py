@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ember.compiler.progress import Progress
+from ember.progress import Progress
 from ember.tools.bench.schema import Report
 
 MODELS = ("builtin:digits-cnn", "builtin:smollm2-135m")

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from ember.compiler.config import ExampleSpec
 from ember.compiler.models.loaded import LoadedModel
-from ember.compiler.progress import QUIET, Progress
 from ember.errors import ModelSpecError
+from ember.progress import QUIET, Progress
 
 BUILTINS: dict[str, str] = {
     "tiny-cnn": "seeded random CNN (tests)",

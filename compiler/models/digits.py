@@ -17,12 +17,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ember.cache import cache_dir
 from ember.compiler.config import ExampleSpec
-from ember.compiler.models.cache import cache_dir
+from ember.compiler.data.mnist import DigitSplit, load_mnist5k
 from ember.compiler.models.loaded import LoadedModel
-from ember.compiler.models.mnist import DigitSplit, load_mnist5k
-from ember.compiler.progress import QUIET, Progress
 from ember.errors import ConfigError
+from ember.progress import QUIET, Progress
 
 CACHE_NAME = "digits-cnn-v1"
 EPOCHS = 6

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
+from ember.cache import cache_dir
 from ember.compiler.config import ExampleSpec
 from ember.compiler.models.assets import asset_dir
-from ember.compiler.models.cache import cache_dir
 from ember.compiler.models.language import CausalLMLogits, language_model
 from ember.compiler.models.loaded import LoadedModel
-from ember.compiler.progress import QUIET, Progress
 from ember.errors import ModelSpecError
+from ember.progress import QUIET, Progress
 from ember.runtime.compare import Tolerance
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -51,7 +51,7 @@ class GpuEngine:
             if not usable:
                 raise GpuUnavailable(f"{folder}: the gpu target is not available here ({why}); "
                                      f"run this artifact on a machine with an NVIDIA GPU")
-        from ember.runtime.gpu.program import ProgramRunner, load_program
+        from ember.runtime.gpu.program.load import ProgramRunner, load_program
 
         try:
             module = load_program(folder, device, info.get("dtype", "fp16"))

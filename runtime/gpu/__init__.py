@@ -16,11 +16,11 @@ interpreter (TRITON_INTERPRET=1), which is how the kernels are checked without a
 from __future__ import annotations
 
 from ember.runtime.gpu.device import gpu_available
-from ember.runtime.gpu.int4_gemv import int4_gemv
-from ember.runtime.gpu.int4_pack import PackedInt4, dequantize_int4, pack_int4, unpack_int4
-from ember.runtime.gpu.int8_gemm import int8_gemm, int8_gemm_two_group
-from ember.runtime.gpu.sfc_plan import SFCPlan, make_plan
-from ember.runtime.gpu.sfc_triton import sfc_conv2d
+from ember.runtime.gpu.int4.gemv import int4_gemv
+from ember.runtime.gpu.int4.pack import PackedInt4, dequantize_int4, pack_int4, unpack_int4
+from ember.runtime.gpu.int8.gemm import int8_gemm, int8_gemm_two_group
+from ember.runtime.gpu.sfc.conv import sfc_conv2d
+from ember.runtime.gpu.sfc.plan import SFCPlan, make_plan
 
 __all__ = [
     "PackedInt4",

@@ -10,7 +10,7 @@ import pytest
 from ember.tools.bench.evaluate import regressions
 from ember.tools.bench.runner import frontier
 from ember.tools.bench.schema import SCHEMA_VERSION, Report
-from ember.tools.cli import main
+from ember.tools.cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ember.compiler.api import build, prepare, resolve_config
-from ember.compiler.progress import QUIET
+from ember.progress import QUIET
 from ember.tools.bench.schema import Report
 from ember.tools.demo import write_demo_report
 

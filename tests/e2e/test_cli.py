@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ember.tools.cli import main
+from ember.tools.cli.main import main
 
 
 def _ember(capsys, *argv: str) -> tuple[int, str, str]:

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from ember.tools.cli import main
+from ember.tools.cli.main import main
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None,
                                 reason="the fpga C simulation needs g++")

@@ -1,6 +1,6 @@
 """The prune pass end to end on the real models: a compiled, verified, smaller artifact from
 `ember compile --pass prune:...`, for the digits CNN and SmolLM2-135M (a few tuning steps:
-the quality numbers come from tools/bench_prune_quality.py, not from tests)."""
+the quality numbers come from tools/research/bench_prune_quality.py, not from tests)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import ember.runtime as rt
-from ember.tools.cli import main
+from ember.tools.cli.main import main
 
 pytestmark = pytest.mark.slow
 

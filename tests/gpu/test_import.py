@@ -51,7 +51,7 @@ def test_gpu_check_exits_2_without_cuda(tmp_path: Path) -> None:
         import pytest
 
         pytest.skip("this machine has CUDA")
-    out = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_check.py"), str(tmp_path)],
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_check" / "main.py"), str(tmp_path)],
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert len((out.stdout + out.stderr).strip().splitlines()) == 1
@@ -64,12 +64,13 @@ def test_gpu_check_makes_a_copy_of_the_tree_importable(tmp_path: Path) -> None:
     copy = tmp_path / "tree"
     for folder in ("runtime", "passes", "tools"):
         shutil.copytree(REPO / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "__init__.py", copy / "__init__.py")
+    for module in REPO.glob("*.py"):  # the root package and its shared modules
+        shutil.copy(module, copy / module.name)
     code = f"""
 import runpy, sys
-module = runpy.run_path({str(copy / "tools" / "gpu_check.py")!r}, run_name="gpu_check")
+module = runpy.run_path({str(copy / "tools" / "gpu_check" / "main.py")!r}, run_name="gpu_check")
 package = module["ensure_ember"]()
-import ember, ember.runtime.gpu.check_sfc as check
+import ember, ember.tools.gpu_check.sfc as check
 assert str(package) == {str(copy)!r}, package
 assert check.__file__.startswith(ember.__path__[0]), check.__file__
 assert "ember.runtime.manifest" not in sys.modules and "ember.passes.contract" not in sys.modules

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ember.runtime.gpu.int4_gemv import int4_gemv
-from ember.runtime.gpu.int4_pack import (
+from ember.runtime.gpu.int4.gemv import int4_gemv
+from ember.runtime.gpu.int4.pack import (
     PackedInt4,
     dequantize_int4,
     int4_gemv_reference,

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ember.runtime.gpu.int8_gemm import int8_gemm, int8_gemm_two_group, pad_groups
-from ember.runtime.gpu.int8_quant import (
+from ember.runtime.gpu.int8.gemm import int8_gemm, int8_gemm_two_group, pad_groups
+from ember.runtime.gpu.int8.quant import (
     group_row_sums,
     int8_gemm_reference,
     int8_gemm_two_group_reference,

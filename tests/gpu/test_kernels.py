@@ -11,19 +11,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ember.runtime.gpu.int4_gemv import GEMV_CONFIGS, int4_gemv
-from ember.runtime.gpu.int4_pack import int4_gemv_reference, pack_int4
-from ember.runtime.gpu.int8_gemm import GemmConfig, int8_gemm, int8_gemm_two_group, pad_groups
-from ember.runtime.gpu.int8_quant import (
+from ember.runtime.gpu.int4.gemv import GEMV_CONFIGS, int4_gemv
+from ember.runtime.gpu.int4.pack import int4_gemv_reference, pack_int4
+from ember.runtime.gpu.int8.gemm import GemmConfig, int8_gemm, int8_gemm_two_group, pad_groups
+from ember.runtime.gpu.int8.quant import (
     group_row_sums,
     int8_gemm_reference,
     int8_gemm_two_group_reference,
     quantize_symmetric,
     quantize_two_groups,
 )
-from ember.runtime.gpu.sfc_plan import make_plan
-from ember.runtime.gpu.sfc_reference import sfc_conv2d_reference
-from ember.runtime.gpu.sfc_triton import sfc_conv2d
+from ember.runtime.gpu.sfc.conv import sfc_conv2d
+from ember.runtime.gpu.sfc.plan import make_plan
+from ember.runtime.gpu.sfc.reference import sfc_conv2d_reference
 
 SMALL_INT8 = (GemmConfig(32, 32, 32, 2, 4, 2), GemmConfig(16, 64, 64, 1, 4, 2))
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ember.passes.spike_linear import SpikeLinear
-from ember.runtime.gpu.program import executor
-from ember.runtime.gpu.program_linear import SpikeGpuLinear
-from ember.runtime.gpu.synthetic import LlamaShape, synthetic_cnn, synthetic_llama
+from ember.passes.spike.linear import SpikeLinear
+from ember.runtime.gpu.program.linear import SpikeGpuLinear
+from ember.runtime.gpu.program.load import executor
+from ember.tools.gpu_check.synthetic import LlamaShape, synthetic_cnn, synthetic_llama
 
 SHAPE = LlamaShape(hidden=128, heads=4, kv_heads=2, head_dim=32, ffn=256, layers=2)
 
@@ -100,7 +100,7 @@ def test_synthetic_programs_run_both_paths(kind):
 def test_graph_program_sfc_matches_direct_convolution():
     """The synthetic CNN's SFC layer (its plan made from U) against F.conv2d with the weight U
     came from, and the fp16 program against the fp32 one."""
-    from ember.runtime.gpu.sfc_triton import sfc_conv2d
+    from ember.runtime.gpu.sfc.conv import sfc_conv2d
 
     program, tensors = synthetic_cnn(channels=16)
     x = torch.randn(2, 16, 13, 11, generator=torch.Generator().manual_seed(6))
@@ -137,7 +137,7 @@ def test_pruned_shape_and_ideal_ratios():
 def test_device_check_rows_on_the_cpu():
     """The device check's program correctness section, run on the CPU (fp16 programs through
     the kernels' references, no CUDA graph): every row passes and none raised."""
-    from ember.runtime.gpu.check_programs import correctness
+    from ember.tools.gpu_check.programs import correctness
 
     rows = correctness(quick=True, device="cpu")
     assert len(rows) == 13 and all(row["ok"] for row in rows), rows
@@ -145,7 +145,7 @@ def test_device_check_rows_on_the_cpu():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_programs_on_cuda_match_their_reference():
-    from ember.runtime.gpu.check_programs import correctness
+    from ember.tools.gpu_check.programs import correctness
 
     rows = correctness(quick=True)
     assert rows and all(row["ok"] for row in rows), rows
@@ -153,7 +153,7 @@ def test_programs_on_cuda_match_their_reference():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_graph_runner_replays_new_inputs():
-    from ember.runtime.gpu.program import ProgramRunner
+    from ember.runtime.gpu.program.load import ProgramRunner
 
     program, tensors = synthetic_llama(SHAPE, "dense", device="cuda")
     module = executor(program, tensors, torch.float16, reference=False)

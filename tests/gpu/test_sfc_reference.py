@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.nn import functional
 
-from ember.passes.sfc_algorithms import ALGORITHMS, FORMS, algorithm
-from ember.runtime.gpu.sfc_plan import make_plan, transform_matrices
-from ember.runtime.gpu.sfc_reference import sfc_conv2d_reference
-from ember.runtime.gpu.sfc_triton import sfc_conv2d
+from ember.runtime.gpu.sfc.conv import sfc_conv2d
+from ember.runtime.gpu.sfc.plan import make_plan, transform_matrices
+from ember.runtime.gpu.sfc.reference import sfc_conv2d_reference
+from ember.sfc_algorithms import ALGORITHMS, FORMS, algorithm
 
 CASES = [(name, form) for name in ALGORITHMS for form in FORMS
          if form == "integrated" or algorithm(name, form).symbolic]

@@ -13,12 +13,17 @@ from torch import nn
 from ember.compiler.models.language import CausalLMLogits
 from ember.errors import UnsupportedModelError
 from ember.passes import PASSES, PassContext
-from ember.passes.pat_gate import GateSchedule, SharedMask, straight_through_step, top_keep_mask
-from ember.passes.pat_hsm import HSM, fold_into_embedding, fold_into_linear
-from ember.passes.pat_model import MaskedLlama
-from ember.passes.prune_llm import LLMPlan, keep_counts, prune_llm
-from ember.passes.prune_llm_groups import llama_groups
-from ember.passes.prune_tune import TuneSettings, tune
+from ember.passes.prune.llm.groups import llama_groups
+from ember.passes.prune.llm.prune import LLMPlan, keep_counts, prune_llm
+from ember.passes.prune.llm.tune import TuneSettings, tune
+from ember.passes.prune.pat.gate import (
+    GateSchedule,
+    SharedMask,
+    straight_through_step,
+    top_keep_mask,
+)
+from ember.passes.prune.pat.hsm import HSM, fold_into_embedding, fold_into_linear
+from ember.passes.prune.pat.model import MaskedLlama
 
 transformers = pytest.importorskip("transformers")
 
@@ -207,7 +212,7 @@ def test_pat_learns_a_hard_mask_of_the_exact_width(tmp_path):
 
 def test_tuning_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     """An interrupted run resumed from its checkpoint ends where an uninterrupted one does."""
-    import ember.passes.prune_tune as prune_tune
+    import ember.passes.prune.llm.tune as prune_tune
 
     def run(folder, fail_at=None):
         lm = tiny_llama(seed=3)
@@ -293,7 +298,7 @@ def test_pass_declines_clearly():
 
 
 def test_proxies_from_scores_keep_the_top_channels_and_grow_from_the_cut():
-    from ember.passes.pat_gate import INIT_HIGH, INIT_LOW, proxies_from_scores, top_keep_mask
+    from ember.passes.prune.pat.gate import INIT_HIGH, INIT_LOW, proxies_from_scores, top_keep_mask
 
     scores = torch.tensor([[5.0, 1.0, 3.0, 0.5, 2.0, 4.0], [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])
     proxies = proxies_from_scores(scores, keep=4, blocks=2)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from ember.compiler.progress import Progress
-from ember.passes import prune_cnn as prune_module
-from ember.passes.prune_cnn import (
+from ember.passes.prune.cnn import prune as prune_module
+from ember.passes.prune.cnn.groups import ChannelGroup, Member, channel_groups
+from ember.passes.prune.cnn.prune import (
     PruneError,
     check_equivalence,
     finetune,
@@ -21,7 +21,7 @@ from ember.passes.prune_cnn import (
     prune_cnn,
     slice_model,
 )
-from ember.passes.prune_cnn_groups import ChannelGroup, Member, channel_groups
+from ember.progress import Progress
 
 
 def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:

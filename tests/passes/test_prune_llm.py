@@ -20,9 +20,9 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from ember.passes import prune_llm_slice
-from ember.passes.prune_llm_groups import PruneError, llama_groups
-from ember.passes.prune_llm_slice import (
+from ember.passes.prune.llm import slice as prune_llm_slice
+from ember.passes.prune.llm.groups import PruneError, llama_groups
+from ember.passes.prune.llm.slice import (
     KeepSet,
     apply_hard_mask,
     check_equivalence,

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from ember.passes.sfc_algorithms import ALGORITHMS, FORMS, algorithm, solve_output
+from ember.sfc_algorithms import ALGORITHMS, FORMS, algorithm, solve_output
 
 SYMBOLIC_COUNTS = {"sfc6_6x6": 88, "sfc6_7x7": 132, "sfc4_4x4": 46}
 INTEGRATED_COUNTS = {"sfc6_6x6": 100, "sfc6_7x7": 144, "sfc4_4x4": 49, "winograd_2x2": 16,
@@ -21,7 +21,7 @@ def _exact(array) -> np.ndarray:
 
 
 def _fast_tile(alg, tile: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Equation (1) of passes/sfc_algorithms.py, in exact arithmetic."""
+    """Equation (1) of sfc_algorithms.py, in exact arithmetic."""
     v = alg.slot_map.dot((alg.S.dot(tile).dot(alg.S.T)).reshape(-1))
     u = alg.slot_map.dot((alg.Sg.dot(weights).dot(alg.Sg.T)).reshape(-1))
     r = alg.S.shape[0]
@@ -81,7 +81,7 @@ def test_winograd_output_transforms_match_the_published_ones():
 def test_worked_example_1d():
     """Design section 3.9: t = [3, -1, 4, 1, -5, 9, 2, -6], w = [2, 7, 1] -> [3, 27, 10, -24,
     55, 26], through the 1-D symbolic SFC-6(6,3) (the 2-D algorithm's row transforms)."""
-    from ember.passes.sfc_algorithms import _SYMBOLIC, _one_d_products
+    from ember.sfc_algorithms import _SYMBOLIC, _one_d_products
 
     alg = algorithm("sfc6_6x6")
     structure = _SYMBOLIC["sfc6_6x6"][3]

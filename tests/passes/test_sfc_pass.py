@@ -14,9 +14,9 @@ from torch import nn
 
 from ember.compiler.export import export_onnx
 from ember.passes import PASSES, PassContext
-from ember.passes.sfc import SFCLowering
-from ember.passes.sfc_algorithms import ALGORITHMS, algorithm
-from ember.passes.sfc_conv import SFCConv2d
+from ember.passes.sfc.conv import SFCConv2d
+from ember.passes.sfc.lower import SFCLowering
+from ember.sfc_algorithms import ALGORITHMS, algorithm
 
 
 def _relative_error(out: torch.Tensor, ref: torch.Tensor) -> float:

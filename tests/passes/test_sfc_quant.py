@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from ember.passes import PassContext
-from ember.passes.sfc import SFCLowering, calibrate
-from ember.passes.sfc_algorithms import algorithm
-from ember.passes.sfc_quant import QuantizedSFCConv2d
+from ember.passes.sfc.lower import SFCLowering, calibrate
+from ember.passes.sfc.quant import QuantizedSFCConv2d
+from ember.sfc_algorithms import algorithm
 
 
 def _layer(c=32, k=16, groups=1, seed=0) -> nn.Conv2d:

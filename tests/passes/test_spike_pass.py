@@ -14,10 +14,10 @@ from ember.compiler.config import ExampleSpec
 from ember.compiler.models.tiny import tiny_cnn, tiny_llama
 from ember.errors import UnsupportedModelError
 from ember.passes.contract import PassContext
-from ember.passes.spike import SpikeQuantization
-from ember.passes.spike_linear import SpikeLinear
+from ember.passes.spike.linear import SpikeLinear
+from ember.passes.spike.quantize import SpikeQuantization
 from ember.runtime import load
-from ember.tools.cli import main
+from ember.tools.cli.main import main
 
 CALIB = {"data": "random", "calib_windows": 4, "calib_seq": 32}
 

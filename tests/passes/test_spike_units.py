@@ -9,10 +9,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ember.passes.spike_linear import SpikeLinear
-from ember.passes.spike_neurons import amplitude, burst, gif_step, ternary_planes
-from ember.passes.spike_quant import gptq, round_to_grid
-from ember.passes.spike_saliency import (
+from ember.passes.spike.linear import SpikeLinear
+from ember.passes.spike.neurons import amplitude, burst, gif_step, ternary_planes
+from ember.passes.spike.quantizers import gptq, round_to_grid
+from ember.passes.spike.saliency import (
     GramCollector,
     activation_saliency,
     top_channels,
@@ -230,7 +230,7 @@ def test_masks_survive_save_and_load(tmp_path):
 def test_onnx_lowering_runs_integer_kernels_bit_for_bit(a_bits, steps, decoupled):
     import onnxruntime as ort
 
-    from ember.passes.spike_onnx import pack_low_bit_weights, translation_table
+    from ember.passes.spike.onnx_lowering import pack_low_bit_weights, translation_table
 
     layer, *_ = _layer(decoupled, a_bits, steps, d_in=96, d_out=64,
                        salient=(3, 10, 50, 90) if steps > 1 else ())
@@ -275,7 +275,7 @@ def test_weights_exactly_fp16_are_stored_as_fp16_losslessly():
     import onnxruntime as ort
     from onnx import helper, numpy_helper
 
-    from ember.passes.spike_onnx import pack_half_precision_weights, unpack_weights
+    from ember.passes.spike.onnx_lowering import pack_half_precision_weights, unpack_weights
 
     rng = np.random.default_rng(0)
     half = rng.standard_normal((300, 256)).astype(np.float16).astype(np.float32)

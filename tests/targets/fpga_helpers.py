@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from ember.runtime.engines.fpga_engine import run_csim
-from ember.targets.fpga import compile_csim
-from ember.targets.fpga_devices import device
-from ember.targets.fpga_graph import capture
-from ember.targets.fpga_hls import write_project
-from ember.targets.fpga_lower import IntNetwork, lower
-from ember.targets.fpga_resources import plan
+from ember.targets.fpga.devices import device
+from ember.targets.fpga.hls.project import write_project
+from ember.targets.fpga.lower.graph import IntNetwork, lower
+from ember.targets.fpga.resources.estimate import plan
+from ember.targets.fpga.target import compile_csim
+from ember.targets.module_reader import capture
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None,
                                reason="the fpga C simulation needs g++")

@@ -15,16 +15,16 @@ from ember.compiler.config import ExampleSpec
 from ember.compiler.models import load_model
 from ember.passes import PASSES
 from ember.passes.contract import PassContext
-from ember.targets.fpga_devices import device
-from ember.targets.fpga_llm import causal_lm, float_trace, lower_causal_lm
-from ember.targets.fpga_llm_layers import (
+from ember.targets.fpga.devices import device
+from ember.targets.fpga.integer.decoder import (
     NORM_BITS,
     PROB_BITS,
     AttentionLayer,
     RMSNormLayer,
     SpikeLayer,
 )
-from ember.targets.fpga_resources import estimate_layer, layer_work
+from ember.targets.fpga.lower.decoder import causal_lm, float_trace, lower_causal_lm
+from ember.targets.fpga.resources.estimate import estimate_layer, layer_work
 from tests.targets.fpga_helpers import needs_gxx, simulate
 
 
@@ -81,8 +81,8 @@ def test_attention_probabilities_follow_the_causal_softmax():
     rng = np.random.default_rng(5)
     q, k = rng.integers(-127, 128, (1, 6, 16)), rng.integers(-127, 128, (1, 6, 8))
     scale = 0.01  # s_q s_k / sqrt(hd) per integer score unit
-    from ember.targets.fpga_fixed import fixed_point
-    from ember.targets.fpga_llm_layers import EXP_STEP
+    from ember.targets.fpga.fixed import fixed_point
+    from ember.targets.fpga.integer.decoder import EXP_STEP
 
     mult, shift = fixed_point(scale / EXP_STEP)
     layer = AttentionLayer("a", "Attention", ["q", "k", "v"], "y", (6, 16), heads=2,

@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from ember.passes.contract import PassContext
-from ember.passes.sfc import SFCLowering
+from ember.passes.sfc.lower import SFCLowering
 from ember.runtime.engines.fpga_io import dequantize_output, quantize_input
-from ember.targets.fpga_fixed import fixed_point, requantize
-from ember.targets.fpga_layers import ConvLayer, LinearLayer, Requant
-from ember.targets.fpga_sfc import SFCLayer
+from ember.targets.fpga.fixed import fixed_point, requantize
+from ember.targets.fpga.integer.layers import ConvLayer, LinearLayer, Requant
+from ember.targets.fpga.integer.sfc import SFCLayer
 from tests.targets.fpga_helpers import images, lowered, needs_gxx, simulate
 
 

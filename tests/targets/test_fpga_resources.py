@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from ember.passes.contract import PassContext
-from ember.passes.sfc import SFCLowering
-from ember.passes.sfc_algorithms import algorithm
-from ember.targets.fpga_devices import BRAM_BITS, DEVICES, device
-from ember.targets.fpga_hls_expr import matrix_additions, row_additions, row_expression
-from ember.targets.fpga_resources import (
+from ember.passes.sfc.lower import SFCLowering
+from ember.sfc_algorithms import algorithm
+from ember.targets.fpga.devices import BRAM_BITS, DEVICES, device
+from ember.targets.fpga.hls.expr import matrix_additions, row_additions, row_expression
+from ember.targets.fpga.integer.sfc import integer_matrices
+from ember.targets.fpga.resources.estimate import (
     BUDGET,
     CONTROL_LUT,
     DEPTH,
@@ -23,7 +24,6 @@ from ember.targets.fpga_resources import (
     layer_work,
     plan,
 )
-from ember.targets.fpga_sfc import integer_matrices
 from tests.targets.fpga_helpers import images, lowered
 
 

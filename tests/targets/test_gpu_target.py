@@ -14,11 +14,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import ember.runtime as rt
 from ember.compiler.models.language import CausalLMLogits
-from ember.passes.prune_llm_slice import KeepSet, slice_llama
+from ember.passes.prune.llm.slice import KeepSet, slice_llama
 from ember.runtime.engines.gpu_engine import GpuUnavailable
-from ember.runtime.gpu.program import executor
-from ember.targets.gpu_program import build_program
-from ember.tools.cli import main
+from ember.runtime.gpu.program.load import executor
+from ember.targets.gpu.program import build_program
+from ember.tools.cli.main import main
 
 NO_GPU = not torch.cuda.is_available()
 
@@ -74,7 +74,7 @@ def test_a_wrong_program_is_noticed():
 
 
 def test_graph_program_rejects_unsupported_layers():
-    from ember.targets.gpu_program import GpuUnsupported
+    from ember.targets.gpu.program import GpuUnsupported
 
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Sigmoid()).eval()
     with pytest.raises(GpuUnsupported, match=r"layer 1 \(Sigmoid\): no kernel on the gpu target"):
@@ -175,7 +175,7 @@ def test_onnx_models_are_refused_in_one_line(tmp_path, capsys):
 def test_device_check_of_artifacts_on_the_cpu_path(tmp_path, capsys):
     """gpu_check --artifacts, run here through the engine's CPU path: the stored reference
     outputs are met and a pair is timed."""
-    from ember.runtime.gpu.check_artifacts import correctness, timing
+    from ember.tools.gpu_check.artifacts import correctness, timing
 
     for name, spec in (("cnn", "builtin:tiny-cnn"), ("lm", "builtin:tiny-llama")):
         assert main(["compile", "--model", spec, "--target", "gpu", "-o",

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from ember.compiler.export import export_onnx
-from ember.targets.opcount import count_ops
+from ember.targets.opcount.nodes import count_ops
 
 
 class ConvNet(nn.Module):
@@ -101,7 +101,7 @@ def test_lowered_conv_counts(name, form):
     """Output 84x84 (a multiple of 2, 4, 6 and 7): GEMM multiplications P * tiles * C * K
     exactly, so direct / lowered = 9 m^2 / P; the ternary input transforms multiply nothing."""
     from ember.passes import PassContext
-    from ember.passes.sfc import SFCLowering
+    from ember.passes.sfc.lower import SFCLowering
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(16, 24, 3, padding=1)).eval()

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ember.targets.tvm_prep import prepare_for_tvm
+from ember.targets.tvm.prep import prepare_for_tvm
 
 
 def test_shape_vectors_become_constants_and_weights_stay():

@@ -19,7 +19,7 @@ def vnni_target():
     import tvm
 
     from ember.targets.host import cpu_features
-    from ember.targets.tvm_int8 import has_vnni
+    from ember.targets.tvm.int8 import has_vnni
 
     target = tvm.target.Target({"kind": "llvm",
                                 "mcpu": tvm.target.codegen.llvm_get_system_cpu()})
@@ -40,7 +40,7 @@ def _integers(dtype: str, shape, seed: int) -> np.ndarray:
 def test_kernel_is_exact(vnni_target, m, k, n, dtype, zero_point):
     import tvm
 
-    from ember.targets import tvm_int8
+    from ember.targets.tvm import int8 as tvm_int8
 
     a, w = _integers(dtype, (m, k), 1), _integers("int8", (k, n), 2)
     lib = tvm.compile(tvm.IRModule({"main": tvm_int8.matmul_func(m, k, n, dtype)}),
@@ -56,7 +56,7 @@ def test_kernel_is_exact(vnni_target, m, k, n, dtype, zero_point):
 def test_kernel_uses_vpdpbusd(vnni_target):
     import tvm
 
-    from ember.targets import tvm_int8
+    from ember.targets.tvm import int8 as tvm_int8
 
     lib = tvm.compile(tvm.IRModule({"main": tvm_int8.matmul_func(8, 64, 32, "int8")}),
                       target=vnni_target).mod
@@ -64,7 +64,7 @@ def test_kernel_uses_vpdpbusd(vnni_target):
 
 
 def test_pack_weight_layout():
-    from ember.targets.tvm_int8 import pack_weight
+    from ember.targets.tvm.int8 import pack_weight
 
     w = np.arange(8 * 32).reshape(8, 32).astype(np.int8)
     packed = pack_weight(w)

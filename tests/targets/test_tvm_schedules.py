@@ -16,8 +16,8 @@ from torch import nn
 import ember
 import ember.runtime as rt
 from ember.compiler.export import export_onnx
-from ember.targets.tvm_prep import pack_matmul_weights
-from ember.targets.tvm_schedules import SCHEDULE_VERSION
+from ember.targets.tvm.prep import pack_matmul_weights
+from ember.targets.tvm.schedules import SCHEDULE_VERSION
 
 pytestmark = pytest.mark.usefixtures("tvm_available")
 
@@ -102,7 +102,7 @@ def test_fast_exp_is_accurate_and_flushes_to_zero():
     import tvm
     from tvm import te
 
-    from ember.targets.tvm_fast_math import exp_expr
+    from ember.targets.tvm.fast_math import exp_expr
 
     x = te.placeholder((4096,), name="x")
     y = te.compute(x.shape, lambda i: exp_expr(x[i]), name="y")
@@ -121,9 +121,9 @@ def test_fast_exp_is_accurate_and_flushes_to_zero():
 @pytest.mark.parametrize("name", list(WORKLOADS))
 def test_rules_schedule_the_hot_functions(name):
     from ember.runtime.engines.tvm_engine import import_tvm
-    from ember.targets.tvm import _import
-    from ember.targets.tvm_prep import prepare_for_tvm
-    from ember.targets.tvm_schedules import schedule_rules
+    from ember.targets.tvm.prep import prepare_for_tvm
+    from ember.targets.tvm.schedules import schedule_rules
+    from ember.targets.tvm.target import _import
 
     tvm, relax = import_tvm()
     from tvm.relax.backend.cpu_generic import pipeline as cpu
@@ -151,7 +151,7 @@ def test_a_three_vector_tile_is_vectorized_one_register_at_a_time():
     from tvm import te
     from tvm.s_tir import dlight
 
-    from ember.targets.tvm_schedules import schedule_rules
+    from ember.targets.tvm.schedules import schedule_rules
 
     a = te.placeholder((1, 32, 96), "float32", name="a")
     w = te.placeholder((9, 96, 48), "float32", name="w")
@@ -199,7 +199,7 @@ def test_manifest_records_the_schedule(tmp_path):
     assert info["schedule"]["vector_bytes"] in (16, 32, 64)
     assert info["cpu_features"] is not None and "mcpu" in info["tvm_target"]
     # the per-call profile of the same artifact names its kernels and adds up
-    from ember.tools.profile_tvm import profile
+    from ember.tools.research.profile_tvm import profile
 
     total, rows = profile(out, rounds=2)
     names = [name for _, _, name in rows]

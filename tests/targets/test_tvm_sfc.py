@@ -15,10 +15,10 @@ import ember
 import ember.runtime as rt
 from ember.compiler.export import export_onnx
 from ember.passes import PassContext
-from ember.passes.sfc import SFCLowering
-from ember.passes.sfc_algorithms import ALGORITHMS, algorithm
-from ember.passes.sfc_conv import transformed_weights
-from ember.targets import tvm_sfc_kernels as kernels
+from ember.passes.sfc.conv import transformed_weights
+from ember.passes.sfc.lower import SFCLowering
+from ember.sfc_algorithms import ALGORITHMS, algorithm
+from ember.targets.tvm.sfc import kernels
 
 pytestmark = pytest.mark.usefixtures("tvm_available")
 
@@ -150,7 +150,7 @@ def test_compiled_model_uses_the_kernels_and_matches_torch(alg_name, kernels_mod
 def test_auto_picks_the_split_kernels_for_large_transformed_weights():
     """128 -> 128 channels: U is 88 x 128 x 128 floats (5.8 MB), re-read per block by the
     fused kernel, so `auto` splits; 16 -> 32 channels (0.2 MB) stays fused."""
-    from ember.targets.tvm_sfc import fuse_sfc_layers
+    from ember.targets.tvm.sfc.rewrite import fuse_sfc_layers
 
     model = nn.Sequential(nn.Conv2d(16, 128, 3, padding=1), nn.ReLU(),
                           nn.Conv2d(128, 128, 3, padding=1)).eval()

@@ -18,7 +18,7 @@ import ember
 import ember.runtime as rt
 from ember.compiler.export import export_onnx
 from ember.errors import UserError
-from ember.targets.tvm_tune import MIN_GAIN
+from ember.targets.tvm.tune import MIN_GAIN
 
 pytestmark = pytest.mark.usefixtures("tvm_available")
 
@@ -45,9 +45,9 @@ def mlp_onnx(tmp_path_factory) -> Path:
 def _legalized(path: Path):
     import tvm
 
-    from ember.targets.tvm import _import, _llvm_target
-    from ember.targets.tvm_prep import prepare_for_tvm
-    from ember.targets.tvm_schedules import front_passes
+    from ember.targets.tvm.prep import prepare_for_tvm
+    from ember.targets.tvm.schedules import front_passes
+    from ember.targets.tvm.target import _import, _llvm_target
 
     target = _llvm_target(tvm, None)
     mod, _, _ = _import(prepare_for_tvm(onnx.load(str(path))).model, tvm.relax)
@@ -56,7 +56,7 @@ def _legalized(path: Path):
 
 
 def test_tasks_are_the_products_heaviest_first(mlp_onnx):
-    from ember.targets.tvm_tune import tuning_tasks
+    from ember.targets.tvm.tune import tuning_tasks
 
     tasks = tuning_tasks(_legalized(mlp_onnx))
     assert all("matmul" in t.name for t in tasks[:2]), [t.name for t in tasks]
@@ -109,7 +109,7 @@ def test_a_tuned_function_that_computes_something_else_is_refused():
     import tvm
     from tvm import te
 
-    from ember.targets.tvm_tune_apply import _build_all, _outputs_agree
+    from ember.targets.tvm.apply_tuning import _build_all, _outputs_agree
 
     def elementwise(factor: float):
         a = te.placeholder((64,), "float32", name="a")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ember.compiler.progress import Progress
 from ember.errors import UserError
+from ember.progress import Progress
 from ember.runtime.manifest import read_manifest
 
 

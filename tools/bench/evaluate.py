@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 import ember.runtime as rt
-from ember.compiler.progress import Progress
 from ember.errors import UserError
+from ember.progress import Progress
 from ember.runtime.compare import max_errors
 from ember.tools.bench import metrics
 from ember.tools.bench.baseline import Baseline

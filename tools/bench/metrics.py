@@ -39,9 +39,9 @@ def heldout_windows(tokens: np.ndarray, window: int, max_windows: int) -> np.nda
 
 
 def heldout_text_windows(corpus: str, tokenizer, window: int, max_windows: int) -> np.ndarray:
-    """Held-out windows of a local corpus (tools/bench/datasets.py), tokenized without
+    """Held-out windows of a local corpus (compiler/data/datasets.py), tokenized without
     special tokens: what the prune and spike quality benchmarks score perplexity on."""
-    from ember.tools.bench.datasets import text_corpus
+    from ember.compiler.data.datasets import text_corpus
 
     ids = tokenizer(text_corpus(corpus), add_special_tokens=False)["input_ids"]
     return heldout_windows(np.asarray(ids, np.int64), window, max_windows)

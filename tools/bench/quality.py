@@ -56,7 +56,7 @@ def _single_io(session: Session, data: str) -> tuple[dict, dict]:
 
 
 def _digits(candidate: Session, baseline: Session) -> Quality:
-    from ember.compiler.models.mnist import load_mnist5k
+    from ember.compiler.data.mnist import load_mnist5k
 
     spec, out = _single_io(candidate, "digits")
     shape = spec["shape"]
@@ -76,7 +76,7 @@ def _digits(candidate: Session, baseline: Session) -> Quality:
 
 
 def _text(spec: str, candidate: Session, baseline: Session) -> Quality:
-    from ember.tools.bench.datasets import text_corpus
+    from ember.compiler.data.datasets import text_corpus
 
     inp, out = _single_io(candidate, spec)
     if inp["dtype"] != "int64" or len(inp["shape"]) != 2 or not isinstance(inp["shape"][1], int):

@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ember import __version__
-from ember.compiler.progress import QUIET, Progress
 from ember.compiler.provenance import machine, tool_versions
 from ember.errors import UserError
+from ember.progress import QUIET, Progress
 from ember.targets.host import cpu_features
 from ember.tools.bench.baseline import choose_baseline
 from ember.tools.bench.evaluate import BenchOptions, evaluate

@@ -2,7 +2,7 @@
 
 The schema is these pydantic models; `report.schema.json` (written beside every report) is
 their JSON Schema. Conventions: times in milliseconds, sizes in bytes, energy in microjoules
-(an estimate, see targets/opcount.py), `speedup` = median over interleaved pairs of
+(an estimate, see targets/opcount/nodes.py), `speedup` = median over interleaved pairs of
 baseline time / candidate time (> 1 means the candidate is faster).
 """
 

@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ember.compiler.config import load_config_file
-from ember.compiler.progress import Progress
 from ember.errors import ConfigError
+from ember.progress import Progress
 from ember.tools.bench.evaluate import BenchOptions
 from ember.tools.bench.schema import Report
 
