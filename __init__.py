@@ -1,6 +1,13 @@
 """ember: a hardware-deployment compiler for neural networks.
 
 `import ember` stays light: torch, onnx and the engines load only when used.
+
+The folders, top to bottom: tools/ (CLI, evaluator, device check, research scripts),
+compiler/ (the compile pipeline), passes/ and targets/, runtime/ (load and run artifacts).
+The root holds what every layer reads: errors.py (error kinds and exit codes), progress.py,
+cache.py (the user cache folder) and the numerics of lowered ops, sfc_algorithms.py (SFC and
+Winograd matrices, transformed weights) and spike_codes.py (spike activation codes). The
+allowed imports between them are written down and tested in tests/unit/test_layering.py.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ Input and filter transforms are typed in from the design (ternary for SFC); the 
 transform is *derived*: `solve_output` finds the unique Lam with Lam . z(t, w) equal to the
 direct correlation for all t, w, in exact rational arithmetic. `tests/passes/test_sfc_*`
 check every algorithm exactly on integer data.
+
+The filter side is computed once per layer, in float64, by `transformed_weights`:
+U = slots(Sg W Sg^T), the weights every engine of an SFC layer multiplies in the transform
+domain (the pass's SFCConv2d, the tvm kernels, the gpu plan, the fpga golden model).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from fractions import Fraction
 from functools import cache
 
 import numpy as np
+import torch
 
 KERNEL = 3
 
@@ -273,3 +278,21 @@ def _symbolic(name: str) -> Algorithm:
     count = slot_map.shape[0]
     unslot_map = _linear_map(lambda p: _symbolic_unslots(structure, p, r).reshape(-1), count)
     return Algorithm(name, m, s, sg, lam, slot_map, unslot_map, symbolic=True)
+
+
+def transformed_weights(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
+    """U[p, c, k] (or [p, g, c, k] for groups) = slots(Sg W[k, c] Sg^T)[p], in float64."""
+    sg = torch.from_numpy(alg.as_float("Sg"))
+    w = weight.detach().to(torch.float64).cpu()
+    f = sg @ w @ sg.T  # (K, C/G, R, R)
+    slots = f.flatten(2) @ torch.from_numpy(alg.as_float("slot_map")).T  # (K, C/G, P)
+    return slots.permute(2, 1, 0).contiguous()  # (P, C/G, K)
+
+
+def group_weights(u: torch.Tensor, groups: int) -> torch.Tensor:
+    """(P, C/G, K) -> (P, G, C/G, K/G): each group's weights against its own outputs
+    (unchanged for groups == 1)."""
+    if groups == 1:
+        return u
+    p, cg, k = u.shape
+    return u.reshape(p, cg, groups, k // groups).permute(0, 2, 1, 3).contiguous()

@@ -1,5 +1,11 @@
 """The compiler: config, model loading, passes, export, artifacts, verification.
 
+api.py runs a compile (load -> passes -> export -> target -> verify -> artifact); config.py
+is its schema; models/ resolves model specs; data/ loads the offline corpora and digits,
+and the tuning data passes read through their context; pipeline.py runs the passes;
+export.py writes ONNX; artifact.py writes the directory atomically; verify*.py and
+reference_noise.py check the payload against the torch model.
+
     import ember
     ember.compile({"model": "builtin:tiny-cnn", "passes": ["fold_bn"], "target": "cpu",
                    "output": "out/tiny-cpu"})

@@ -19,6 +19,7 @@ import numpy as np
 from ember import __version__
 from ember.compiler.artifact import ArtifactWriter, check_output, write_manifest
 from ember.compiler.config import CompileConfig, load_config_file, validate_config
+from ember.compiler.data.tuning import LocalData
 from ember.compiler.models import load_model
 from ember.compiler.models.loaded import LoadedModel
 from ember.compiler.pipeline import PassRecord, pass_tolerance, run_passes
@@ -38,6 +39,7 @@ from ember.progress import QUIET, Progress
 from ember.runtime.compare import Tolerance, describe_failure
 from ember.runtime.manifest import SCHEMA_VERSION, file_record
 from ember.targets import TARGETS
+from ember.targets.base import ModuleSource
 from ember.targets.onnx_io import signature
 from ember.targets.opcount.nodes import count_ops
 
@@ -82,7 +84,7 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
         loaded = load_model(config.model, config.example, config.seed, progress)
     model_record = _model_record(loaded)  # before passes: the weights as loaded
     ctx = PassContext(example_inputs=_torch_inputs(loaded), seed=config.seed, progress=progress,
-                      tokenizer=loaded.info.get("tokenizer"), work_dir=work_dir(config))
+                      data=LocalData(loaded.info.get("tokenizer")), work_dir=work_dir(config))
     model, records = run_passes(loaded.module, config.passes, ctx)
     if model is None:
         onnx_model = loaded.onnx_model
@@ -136,13 +138,9 @@ def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
 
 def _compile_payload(spec: Any, prepared: Prepared, folder: Path, config: CompileConfig,
                      progress: Progress) -> Any:
-    if not spec.reads_module:
-        return spec.compile(prepared.onnx_model, folder, config.target_options, progress)
-    from ember.targets.base import ModuleSource
-
-    source = ModuleSource(prepared.model, prepared.loaded.inputs, prepared.loaded.output_names,
-                          prepared.loaded.calibration, prepared.onnx_model)
-    return spec.compile_module(source, folder, config.target_options, progress)
+    source = ModuleSource(prepared.onnx_model, prepared.model, prepared.loaded.inputs,
+                          prepared.loaded.output_names, prepared.loaded.calibration)
+    return spec.compile(source, folder, config.target_options, progress)
 
 
 def compile_model(config: CompileConfig | dict[str, Any] | str | Path, *, force: bool = False,

@@ -19,7 +19,6 @@ import numpy as np
 
 from ember.targets.onnx_io import exported_module_path
 
-LAYER_CLASS = "ember.passes.spike.linear.SpikeLinear"
 MAX_LAYER_ERROR = 1e-6  # relative to the layer's largest |output|
 
 
@@ -84,5 +83,7 @@ def check_integer_layers(onnx_model: Any, torch_model: Any,
 
 
 def _spike_scope(node: Any) -> str | None:
-    path = exported_module_path(node, LAYER_CLASS)
+    from ember.passes.spike.linear import SpikeLinear
+
+    path = exported_module_path(node, SpikeLinear)
     return path[-1] if path else None

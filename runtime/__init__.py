@@ -1,5 +1,10 @@
 """The ember runtime: `load(artifact_dir)` -> Session. Imports no torch.
 
+manifest.py reads and hash-checks an artifact; session.py validates inputs (signature.py)
+and runs the engine; engines/ has one engine per artifact format, chosen from a literal
+table; gpu/ holds the gpu engine's programs and Triton kernels; compare.py and timing.py
+check and time outputs. The runtime imports nothing from passes, compiler or tools.
+
     import ember.runtime as rt
     sess = rt.load("out/digits-cpu")          # checks every payload's sha256 first
     outs = sess.run({"image": x})              # dict of numpy arrays in and out

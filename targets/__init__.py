@@ -1,5 +1,11 @@
 """Compilation targets. `TARGETS` is the literal registry, name -> target object.
 
+Every target compiles one ModuleSource (base.py: the exported ONNX and the torch module after
+passes). Small targets are one module (null.py, cpu.py); a target that outgrew one file is a
+sub-package whose target.py holds its TARGET (tvm/, fpga/, gpu/). module_reader.py reads the
+torch model for the module-reading targets (fpga, gpu); opcount/ counts operations for every
+artifact; onnx_io.py and host.py are shared helpers.
+
 Importing this package is light: each target imports its engine inside `compile`.
 """
 

@@ -1,4 +1,5 @@
-"""The target contract: compile an exported ONNX model into payload files in a directory.
+"""The target contract: compile a model after passes (its torch module, its exported ONNX and
+its reference inputs: one ModuleSource) into payload files in a directory.
 
 A target never executes anything at compile time except what building needs; verification
 runs the finished payload through the runtime (ember.runtime) like any user would.
@@ -35,28 +36,29 @@ class Payload:
 
 @dataclass(frozen=True)
 class ModuleSource:
-    """What a target that reads the torch model gets: the model after passes, its reference
-    inputs, and calibration inputs (the model's training data where it has some)."""
+    """What every target compiles: the model after passes as the exported ONNX (what the
+    ONNX-reading targets, cpu and tvm, start from) and as the torch module (what the
+    module-reading targets, fpga and gpu, lower; None for `onnx:` models), with its reference
+    inputs and calibration inputs (the model's training data where it has some)."""
 
+    onnx_model: onnx.ModelProto
     module: Any
     inputs: dict[str, np.ndarray]
     output_names: list[str]
-    calibration: dict[str, np.ndarray] | None
-    onnx_model: Any = None  # the exported ONNX of the same model (the gpu target ships it)
+    calibration: dict[str, np.ndarray] | None = None
 
 
 class Target(Protocol):
     name: str
     description: str
     executable: bool  # False: nothing to run, so nothing to verify
-    reads_module: bool  # True: compile_module(ModuleSource, ...) instead of compile(onnx, ...)
 
     def available(self) -> tuple[bool, str]: ...
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Raise ValueError naming a bad option; called before any work starts."""
 
-    def compile(self, model: onnx.ModelProto, out_dir: Path, options: dict[str, Any],
+    def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
                 progress: Progress) -> Payload: ...
 
 

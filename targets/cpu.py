@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.progress import Progress
-from ember.targets.base import Payload, check_known_options
+from ember.targets.base import ModuleSource, Payload, check_known_options
 from ember.targets.onnx_io import save_onnx
 
 
@@ -16,7 +16,6 @@ class CpuTarget:
     name = "cpu"
     description = "ONNX Runtime, CPU execution provider (model.onnx)"
     executable = True
-    reads_module = False
     options = {"threads": int}  # intra-op threads; 0 lets ONNX Runtime choose
 
     def available(self) -> tuple[bool, str]:
@@ -31,9 +30,11 @@ class CpuTarget:
         if not 0 <= options.get("threads", 0) <= 1024:
             raise ValueError("target option 'threads' must be 0..1024 (0: ONNX Runtime chooses)")
 
-    def compile(self, model, out_dir: Path, options: dict[str, Any], progress: Progress) -> Payload:
+    def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
+                progress: Progress) -> Payload:
         import onnxruntime
 
+        model = source.onnx_model
         files = save_onnx(model, out_dir / "model.onnx")
         info = {
             "model_file": "model.onnx", "execution_provider": "CPUExecutionProvider",

@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from ember.progress import Progress
-from ember.targets.base import Payload, check_known_options
+from ember.targets.base import ModuleSource, Payload, check_known_options
 
 
 class NullTarget:
     name = "null"
     description = "op report only: params, bytes, MACs, mults, adds per layer (ops.json)"
     executable = False
-    reads_module = False
 
     def available(self) -> tuple[bool, str]:
         return True, "always (no engine)"
@@ -23,7 +22,8 @@ class NullTarget:
     def check_options(self, options: dict[str, Any]) -> None:
         check_known_options(self.name, options, {})
 
-    def compile(self, model, out_dir: Path, options: dict[str, Any], progress: Progress) -> Payload:
+    def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
+                progress: Progress) -> Payload:
         return Payload(format="null", files=[])  # the pipeline writes ops.json for every target
 
 

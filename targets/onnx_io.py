@@ -75,18 +75,20 @@ def _small(tensor) -> bool:
     return math.prod(tensor.dims) <= 64
 
 
-def exported_module_path(node: Any, layer_class: str) -> list[str] | None:
+def exported_module_path(node: Any, layer_class: type) -> list[str] | None:
     """The module path (outermost first) of the `layer_class` module an exported node belongs
-    to, read off the exporter's `pkg.torch.onnx.*` metadata; None for other nodes. The last
-    scope is the op inside the module (a custom op, or the module's own ops)."""
+    to, read off the exporter's `pkg.torch.onnx.*` metadata (which names classes by their
+    qualified name, so no subclass matches); None for other nodes. The last scope is the op
+    inside the module (a custom op, or the module's own ops)."""
     import ast
 
+    qualified = f"{layer_class.__module__}.{layer_class.__qualname__}"
     meta = {p.key: p.value for p in node.metadata_props}
     try:
         classes = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))
         scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
     except (ValueError, SyntaxError):
         return None
-    if len(classes) < 2 or classes[-2] != layer_class or len(scopes) != len(classes):
+    if len(classes) < 2 or classes[-2] != qualified or len(scopes) != len(classes):
         return None
     return list(scopes[:-1])

@@ -23,9 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember.compiler.data.tuning import check_source, digit_batches, text_windows
 from ember.errors import UnsupportedModelError
-from ember.passes.contract import PassContext, PassResult, Tolerance
+from ember.passes.contract import PassContext, PassResult, Tolerance, check_data_spec
 from ember.passes.prune.cnn.prune import prune_cnn
 from ember.passes.prune.errors import PruneError
 from ember.passes.prune.llm.prune import LLMPlan, prune_llm
@@ -94,7 +93,7 @@ class StructuralPruning:
                              f"{self.mask_init!r}")
         if self.embedding not in ("mask", "hsm"):
             raise ValueError(f"embedding must be mask or hsm, got {self.embedding!r}")
-        check_source(self.data)
+        check_data_spec(self.data)
 
     @property
     def tolerance(self) -> Tolerance | None:
@@ -118,7 +117,7 @@ class StructuralPruning:
                                 f"{', '.join(LLM_METHODS)}")
         if not self.data.startswith("text:"):
             raise PruneError(f"language models tune on text: data=text:NAME, not {self.data}")
-        windows = text_windows(self.data, ctx.tokenizer, self.seq)
+        windows = ctx.tuning_data(self.data).text_windows(self.data, self.seq)
         example = next(iter(ctx.example_inputs.values()))
         checkpoints = ctx.work_dir / "prune" if ctx.work_dir is not None else None
         pruned, stats = prune_llm(lm, self._plan(), windows, example, checkpoints, ctx.progress)
@@ -141,7 +140,8 @@ class StructuralPruning:
             raise PruneError(f"method {self.method} is for language models; CNNs take "
                                 f"{', '.join(CNN_METHODS)}")
         example = next(iter(ctx.example_inputs.values()))
-        batches = digit_batches(64, self.seed) if self.data == "digits" else []
+        batches = (ctx.tuning_data(self.data).digit_batches(64, self.seed)
+                   if self.data == "digits" else [])
         pruned, stats = prune_cnn(model, example, ratio=self.ratio, method=self.method,
                                   round_to=self.round_to, batches=batches, steps=self.steps,
                                   lr=self.lr, progress=ctx.progress)

@@ -2,5 +2,5 @@
 
 lower.py is the pass (`LowerSFC`); conv.py the lowered module `SFCConv2d`, whose forward is
 the transform-domain computation the targets reproduce; quant.py its int8 variants. The
-algorithms' exact matrices are shared by every layer: ember/sfc_algorithms.py.
+algorithms' exact matrices are shared by every layer: the root module sfc_algorithms.py.
 """

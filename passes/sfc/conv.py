@@ -1,4 +1,4 @@
-"""`SFCConv2d`: a 3x3 stride-1 convolution computed by a fast algorithm (passes/sfc_algorithms).
+"""`SFCConv2d`: a 3x3 stride-1 convolution computed by a fast algorithm (sfc_algorithms.py).
 
 The data flow is the design's execution template, written with ops that export to standard
 ONNX (gathers, reshapes, transposes, matmuls with constant left operands):
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ember.sfc_algorithms import Algorithm
+from ember.sfc_algorithms import Algorithm, group_weights, transformed_weights
 
 
 class SFCConv2d(nn.Module):
@@ -106,24 +106,6 @@ class SFCConv2d(nn.Module):
         y = y.reshape(m, m, n, th, tw, k).permute(2, 5, 3, 0, 4, 1)  # (N, K, th, m, tw, m)
         y = y.reshape(n, k, th * m, tw * m)[:, :, :out_h, :out_w]
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
-
-
-def transformed_weights(weight: torch.Tensor, alg: Algorithm) -> torch.Tensor:
-    """U[p, c, k] (or [p, g, c, k] for groups) = slots(Sg W[k, c] Sg^T)[p], in float64."""
-    sg = torch.from_numpy(alg.as_float("Sg"))
-    w = weight.detach().to(torch.float64).cpu()
-    f = sg @ w @ sg.T  # (K, C/G, R, R)
-    slots = f.flatten(2) @ torch.from_numpy(alg.as_float("slot_map")).T  # (K, C/G, P)
-    return slots.permute(2, 1, 0).contiguous()  # (P, C/G, K)
-
-
-def group_weights(u: torch.Tensor, groups: int) -> torch.Tensor:
-    """(P, C/G, K) -> (P, G, C/G, K/G): each group's weights against its own outputs
-    (unchanged for groups == 1)."""
-    if groups == 1:
-        return u
-    p, cg, k = u.shape
-    return u.reshape(p, cg, groups, k // groups).permute(0, 2, 1, 3).contiguous()
 
 
 def _tile_index(size: int, tiles: int, step: int, device) -> torch.Tensor:

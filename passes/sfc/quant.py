@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ember.passes.sfc.conv import SFCConv2d, group_weights, transformed_weights
-from ember.sfc_algorithms import Algorithm
+from ember.passes.sfc.conv import SFCConv2d
+from ember.sfc_algorithms import Algorithm, group_weights, transformed_weights
 
 BITS = (8, 6, 4, "int16")
 INPUT_LEVELS = 127  # int8 spatial data, symmetric

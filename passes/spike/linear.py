@@ -3,11 +3,11 @@
 
 Input channels split into the plain group NS and the salient group S (static, from
 calibration). Per token, with A = 2^a - 1 and the salient top code QH = T_s·A (decomposition
-exact, spike_neurons.py):
+exact, spike/neurons.py):
 
     shared range (paper):    [lo, hi] = [min(x, 0), max(x, 0)] over all channels, both groups
     decoupled (spec §5.4):   each group its own range over its own channels
-    q_NS = codes(x_NS; A),  q_S = codes(x_S; QH)               (spike_quant.activation_codes)
+    q_NS = codes(x_NS; A),  q_S = codes(x_S; QH)               (spike_codes.activation_codes)
     acc_g = q_g · Wq_gᵀ - z_g · rowsum(Wq_g)                    int32, the group's own columns
     acc_S = Σ_t burst(q_S)_t · Wq_Sᵀ - z_S · rowsum(Wq_S)        T_s spikes of a bits each
     y = (Δ_NS · acc_NS + Δ_S · acc_S) ⊙ w_scale + bias
@@ -28,26 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ember.passes.spike.neurons import amplitude, burst
-from ember.passes.spike.quantizers import activation_codes
+from ember.passes.spike.neurons import burst
+from ember.spike_codes import activation_codes, amplitude, group_ranges
 
 _SPLIT = ("plain", "salient")
-
-
-def token_range_with_zero(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token [min(x, 0), max(x, 0)] over the last axis (keepdim)."""
-    zero = torch.zeros((), dtype=x.dtype)
-    return (torch.minimum(x.amin(dim=-1, keepdim=True), zero),
-            torch.maximum(x.amax(dim=-1, keepdim=True), zero))
-
-
-def group_ranges(x: torch.Tensor, plain: torch.Tensor, salient: torch.Tensor,
-                 decoupled: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    if not decoupled:
-        shared = token_range_with_zero(x)
-        return {"plain": shared, "salient": shared}
-    return {name: token_range_with_zero(part) for name, part in
-            (("plain", plain), ("salient", salient)) if part.shape[-1]}
 
 
 @torch.library.custom_op("ember::spike_linear", mutates_args=())

@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import torch
 
-
-def amplitude(a_bits: int) -> int:
-    """A = 2^a - 1: the largest spike a bits carry."""
-    return 2 ** a_bits - 1
+from ember.spike_codes import amplitude
 
 
 def burst(codes: torch.Tensor, steps: int, a_bits: int) -> torch.Tensor:

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-EPS = 1e-8
+from ember.spike_codes import EPS
+
 UINT8_TOP = 255
 INT4_OPSET = 21  # Cast from INT4 (ONNX 1.16)
 WEIGHT_INPUT = {"MatMulInteger": 1, "Cast": 0, "Tile": 0}  # op -> the weight's input slot

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ember.compiler.data.tuning import text_windows
 from ember.errors import UnsupportedModelError
 from ember.passes.contract import PassContext, PassResult, Tolerance
 from ember.passes.prune.llm.groups import SUPPORTED_MODEL_TYPES
@@ -119,14 +118,14 @@ class SpikeQuantization:
             vocab = lm.config.vocab_size
             return torch.randint(0, vocab, (self.calib_windows, self.calib_seq),
                                  generator=generator)
-        windows = text_windows(self.data, ctx.tokenizer, self.calib_seq)
+        windows = ctx.tuning_data(self.data).text_windows(self.data, self.calib_seq)
         pick = torch.randperm(len(windows), generator=generator)[: self.calib_windows]
         return windows[torch.sort(pick).values]
 
 
 def _round_to_half(lm: nn.Module) -> None:
     """Round the embedding and the LM head (the same tensor when tied) to fp16 values: the
-    export then stores them in half the bytes, losslessly (spike_onnx.py). Relative change
+    export then stores them in half the bytes, losslessly (spike/onnx_lowering.py). Relative change
     <= 2^-11 per weight; with 4-bit linears the fp32 embedding would be 2/3 of the file."""
     with torch.no_grad():
         for module in (lm.get_input_embeddings(), lm.get_output_embeddings()):

@@ -4,6 +4,7 @@ Activations, per token (dynamic), asymmetric over a range [lo, hi] (SpikeLinear 
 [min(x, 0), max(x, 0)] of the token or of its channel group) and `top` codes:
 
     Δ = max((hi - lo) / top, EPS);  z = round(-lo / Δ);  q = clamp(round(x / Δ) + z, 0, top)
+                                                         (spike_codes.py at the root)
 
 `x̂ = Δ (q - z)`. The ops and their order are the ones the ONNX lowering emits, so the codes
 are bit-identical in torch and in ONNX Runtime (fp32 division, round half to even).
@@ -28,18 +29,8 @@ from collections.abc import Callable
 
 import torch
 
-EPS = 1e-8  # smallest step: a constant token quantizes to its zero point instead of NaN
 DAMPING = 0.01
 GPTQ_BLOCK = 128
-
-
-def activation_codes(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor,
-                     top: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(codes, Δ, z) for x with per-token range [lo, hi] (keepdim) and codes 0..top."""
-    delta = torch.clamp((hi - lo) / top, min=EPS)
-    zero = torch.round(-lo / delta)
-    codes = torch.clamp(torch.round(x / delta) + zero, 0, top)
-    return codes, delta, zero
 
 
 def weight_levels(bits: int) -> int:

@@ -39,7 +39,8 @@ as they are typed (int8 codes or int32 token ids)."""
 class FpgaEngine:
     thread_safe = True
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int | None) -> None:
+    def __init__(self, folder: Path, manifest: dict[str, Any], *, threads: int | None = None,
+                 device: str | None = None) -> None:  # device: runs on the host CPU
         info = manifest["target_info"]
         self.binary = payload_path(folder, manifest, info.get("binary"))
         io = info.get("io") or {}

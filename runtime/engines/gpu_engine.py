@@ -36,8 +36,8 @@ def gpu_status() -> tuple[bool, str]:
 class GpuEngine:
     thread_safe = False  # CUDA graphs replay into shared static buffers
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], device: str | None = None
-                 ) -> None:
+    def __init__(self, folder: Path, manifest: dict[str, Any], *, threads: int | None = None,
+                 device: str | None = None) -> None:  # threads: the GPU needs none
         info = manifest["target_info"]
         # device "cpu" (verification without a GPU) checks the program whichever engine runs
         self.engine = "torch" if device == "cpu" else info.get("engine", "torch")

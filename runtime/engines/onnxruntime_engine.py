@@ -13,7 +13,8 @@ from ember.runtime.manifest import payload_path
 class OnnxRuntimeEngine:
     thread_safe = True  # InferenceSession.run is safe to call concurrently
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int | None) -> None:
+    def __init__(self, folder: Path, manifest: dict[str, Any], *, threads: int | None = None,
+                 device: str | None = None) -> None:  # device: runs on the host CPU
         import onnxruntime as ort
 
         options = ort.SessionOptions()

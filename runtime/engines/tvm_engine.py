@@ -50,7 +50,8 @@ def usable_cores() -> int:
 class TvmEngine:
     thread_safe = True  # the VM is not re-entrant; `run` holds a lock
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], threads: int | None) -> None:
+    def __init__(self, folder: Path, manifest: dict[str, Any], *, threads: int | None = None,
+                 device: str | None = None) -> None:  # device: runs on the host CPU
         tvm, relax = import_tvm()
         from safetensors.numpy import load_file
 

@@ -1,4 +1,7 @@
-"""GPU kernels for the `gpu` target, written in Triton, each next to a plain-torch reference.
+"""The `gpu` engine's device side: programs (program/) and Triton kernels, each kernel next to
+a plain-torch reference: sfc/ (the SFC convolution), int4/ (the 4-bit decode GEMV), int8/ (the
+W8A8 prefill GEMM); cuda_graph.py captures calls, device.py says where kernels run and
+tuning.py picks kernel configurations per shape. The device check is tools/gpu_check.
 
     sfc_conv2d(x, plan)               3x3 convolution by SFC / Winograd: input transform,
                                       P per-slot GEMMs, output transform (fp16)

@@ -17,6 +17,10 @@ from ember.targets.fpga.devices import Device
 #: g++ builds about 0.5M constants of weights.h a second (the SmolLM2-sized block: 4.7M in
 #: 8-10 s, a 25 MB header); SmolLM2-135M's 135M would make a 700 MB header
 MAX_WEIGHTS = 16_000_000
+PROJECT = "fpga"
+BINARY = "fpga/csim"
+RESOURCES = "fpga/resources.json"
+BUILD_TIMEOUT_S = 600
 
 
 @dataclass
@@ -32,7 +36,6 @@ def build_design(source, dev: Device, lanes: int | None, calibration_images: int
     from ember.runtime.engines.fpga_engine import run_csim
     from ember.targets.fpga.hls.project import write_project
     from ember.targets.fpga.resources.estimate import plan
-    from ember.targets.fpga.target import BINARY, RESOURCES, compile_csim
 
     if source.module is None:
         raise UnsupportedModelError("the fpga target lowers torch models; onnx: models have none")
@@ -86,16 +89,16 @@ def _lowered(module: Any, name: str, example: np.ndarray, calibration: np.ndarra
              progress: Progress) -> tuple[Any, int]:
     """(integer network, BatchNorms folded): a Llama-style LM through its decoder lowering,
     anything else through the traced graph."""
-    from ember.targets.fpga.lower.decoder import causal_lm, lower_causal_lm
+    from ember.targets.fpga.lower.decoder import lower_causal_lm
     from ember.targets.fpga.lower.graph import lower
+    from ember.targets.module_reader import causal_lm, read_graph
 
     lm = causal_lm(module)
     with progress.stage(f"lowering to integers (calibrating on {len(calibration)} samples)"):
         try:
             if lm is not None:
                 return lower_causal_lm(lm, calibration), 0
-            model, folded = _fold_batchnorm(module, name, example)
-            nodes, output = _capture(model, example)
+            nodes, output, folded = read_graph(module, name, example)
             return lower(nodes, output, calibration), folded
         except (ValueError, OverflowError) as exc:
             raise UnsupportedModelError(f"fpga: {exc}") from None
@@ -106,29 +109,6 @@ def _vocab(net: Any) -> int | None:
 
     tables = [layer.table for layer in net.layers if isinstance(layer, EmbeddingLayer)]
     return len(tables[0]) if tables else None
-
-
-def _fold_batchnorm(module: Any, name: str, example: np.ndarray) -> tuple[Any, int]:
-    """The fold_bn pass, so models with BatchNorm after a conv or linear lower as they are."""
-    import torch
-
-    from ember.passes.contract import PassContext
-    from ember.passes.fold_bn import FoldBatchNorm
-
-    ctx = PassContext(example_inputs={name: torch.from_numpy(example)})
-    result = FoldBatchNorm()(module.eval(), ctx)
-    return result.model, int(result.stats.get("folded", 0))
-
-
-def _capture(model: Any, example: np.ndarray) -> tuple[list, str]:
-    import torch
-
-    from ember.targets.module_reader import FpgaUnsupported, capture
-
-    try:
-        return capture(model, torch.from_numpy(example))
-    except FpgaUnsupported as exc:
-        raise UnsupportedModelError(f"fpga: {exc}") from None
 
 
 def _calibration(source, name: str, example: np.ndarray,
@@ -146,3 +126,12 @@ def _dtype(kind: str) -> str:
 def _compiler_version() -> str:
     done = subprocess.run(["g++", "--version"], capture_output=True, text=True, check=False)
     return done.stdout.splitlines()[0] if done.returncode == 0 and done.stdout else "g++"
+
+
+def compile_csim(project: Path, timeout: int = BUILD_TIMEOUT_S) -> Path:
+    """Build fpga/csim with the project's build script; a failure is an internal error."""
+    done = subprocess.run(["sh", str(project / "build.sh"), "csim"], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"g++ failed on the generated design: {done.stderr.strip()[:400]}")
+    return project / "csim"

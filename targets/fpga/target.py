@@ -14,26 +14,21 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from ember.progress import Progress
 from ember.targets.base import ModuleSource, Payload, check_known_options
+from ember.targets.fpga.build import BINARY, PROJECT, RESOURCES
 from ember.targets.fpga.devices import DEVICES, device
 
-PROJECT = "fpga"
-BINARY = "fpga/csim"
-RESOURCES = "fpga/resources.json"
 DEFAULT_DEVICE = "zu9eg"
-BUILD_TIMEOUT_S = 600
 
 
 class FpgaTarget:
     name = "fpga"
     description = "integer dataflow: HLS C++ project, g++ C simulation, resource model (fpga/)"
     executable = True
-    reads_module = True
     options = {"device": str, "lanes": int, "calibration_images": int}
 
     def available(self) -> tuple[bool, str]:
@@ -51,10 +46,7 @@ class FpgaTarget:
         if not 1 <= options.get("calibration_images", 256) <= 100_000:
             raise ValueError("target option 'calibration_images' must be 1..100000")
 
-    def compile(self, model, out_dir: Path, options: dict[str, Any], progress: Progress) -> Payload:
-        raise ValueError("the fpga target lowers the torch model; it cannot start from ONNX")
-
-    def compile_module(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
+    def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
                        progress: Progress) -> Payload:
         from ember.targets.fpga.build import build_design
 
@@ -65,15 +57,6 @@ class FpgaTarget:
         (out_dir / RESOURCES).write_text(json.dumps(design.resources, indent=1))
         files = [f"{PROJECT}/{name}" for name in design.files] + [BINARY, RESOURCES]
         return Payload(format="fpga", files=files, info=design.info, golden=design.golden)
-
-
-def compile_csim(project: Path, timeout: int = BUILD_TIMEOUT_S) -> Path:
-    """Build fpga/csim with the project's build script; a failure is an internal error."""
-    done = subprocess.run(["sh", str(project / "build.sh"), "csim"], capture_output=True,
-                          text=True, timeout=timeout, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"g++ failed on the generated design: {done.stderr.strip()[:400]}")
-    return project / "csim"
 
 
 TARGET = FpgaTarget()

@@ -7,7 +7,8 @@ Two kinds:
   conv or linear folded first): input, conv, sfc, linear, batchnorm, relu, relu6, maxpool,
   avgpool, add, flatten nodes. SFC layers keep their transformed weights U (P, C, K), which
   the runtime turns into the fused kernel's plan.
-- "llama": a Llama-style causal LM read from its decoder structure (targets/fpga/lower/decoder.py):
+- "llama": a Llama-style causal LM read from its decoder structure (targets/module_reader.py
+  finds it):
   embedding, per block RMSNorm, q/k/v with RoPE, causal GQA attention, o, RMSNorm,
   SiLU(gate) x up, down; final norm and LM head. Each projection is "dense" (a float weight),
   "spike" (SpikeLinear: int8 codes split into plain and salient input channels, per-token
@@ -23,21 +24,21 @@ import torch
 from torch import nn
 
 from ember.passes.spike.linear import SpikeLinear
+from ember.targets.module_reader import (
+    UnsupportedModule,
+    causal_lm,
+    check_decoder,
+    read_graph,
+)
 
 SCHEMA = 1
 PROJECTIONS = (("self_attn", ("q_proj", "k_proj", "v_proj", "o_proj")),
                ("mlp", ("gate_proj", "up_proj", "down_proj")))
 
 
-class GpuUnsupported(ValueError):
-    """The model has a layer or an operation the gpu program cannot express."""
-
-
 def build_program(module: Any, example: np.ndarray) -> tuple[dict[str, Any],
                                                               dict[str, torch.Tensor]]:
     """(program, tensors) for the model after passes and one example input."""
-    from ember.targets.fpga.lower.decoder import causal_lm
-
     lm = causal_lm(module)
     if lm is not None:
         return _llama_program(lm)
@@ -46,14 +47,7 @@ def build_program(module: Any, example: np.ndarray) -> tuple[dict[str, Any],
 
 def _graph_program(module: Any, example: np.ndarray) -> tuple[dict[str, Any],
                                                                dict[str, torch.Tensor]]:
-    from ember.targets.fpga.build import _fold_batchnorm
-    from ember.targets.module_reader import FpgaUnsupported, capture
-
-    model, folded = _fold_batchnorm(module, "input", example)
-    try:
-        nodes, output = capture(model, torch.from_numpy(example), target="gpu")
-    except FpgaUnsupported as exc:
-        raise GpuUnsupported(str(exc)) from None
+    nodes, output, folded = read_graph(module, "input", example, target="gpu")
     tensors: dict[str, torch.Tensor] = {}
     described = [_graph_node(node, tensors) for node in nodes]
     program = {"schema": SCHEMA, "kind": "graph", "nodes": described, "output": output,
@@ -69,7 +63,7 @@ def _graph_node(node: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
         _keep(tensors, node.name, weight=m.weight, bias=m.bias)
     elif node.kind == "sfc":
         if m.padding[0] != m.padding[1]:
-            raise GpuUnsupported(f"layer {node.name}: SFC with unequal padding {m.padding}")
+            raise UnsupportedModule(f"layer {node.name}: SFC with unequal padding {m.padding}")
         attrs.update(algorithm=m.algorithm, symbolic=bool(m.symbolic), padding=m.padding[0])
         _keep(tensors, node.name, u=m.U, bias=m.bias)
     elif node.kind == "linear":
@@ -84,12 +78,7 @@ def _graph_node(node: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def _llama_program(lm: Any) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    from ember.targets.fpga.lower.decoder import check_supported
-
-    try:
-        check_supported(lm)
-    except ValueError as exc:
-        raise GpuUnsupported(str(exc).replace("integer kernel", "kernel")) from None
+    check_decoder(lm, target="gpu")
     body, config = lm.model, lm.config
     first = body.layers[0].self_attn
     head_dim = int(getattr(first, "head_dim", config.hidden_size // config.num_attention_heads))
@@ -128,7 +117,7 @@ def layers_heads(body: Any, head_dim: int) -> list[list[int]]:
         attn = layer.self_attn
         q, k = int(attn.q_proj.out_features), int(attn.k_proj.out_features)
         if q % head_dim or k % head_dim or (q // head_dim) % (k // head_dim):
-            raise GpuUnsupported(f"attention widths q={q}, k={k} are not whole GQA groups of "
+            raise UnsupportedModule(f"attention widths q={q}, k={k} are not whole GQA groups of "
                                  f"head_dim {head_dim}")
         heads.append([q // head_dim, k // head_dim])
     return heads
@@ -146,14 +135,14 @@ def _linear(key: str, m: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[st
     if isinstance(m, nn.Linear):
         _keep(tensors, key, weight=m.weight, bias=m.bias)
         return {"kind": "dense"}
-    raise GpuUnsupported(f"projection {key} is a {type(m).__name__}; the gpu target runs "
+    raise UnsupportedModule(f"projection {key} is a {type(m).__name__}; the gpu target runs "
                          f"nn.Linear and SpikeLinear")
 
 
 def _eps(norm: nn.Module) -> float:
     eps = getattr(norm, "variance_epsilon", getattr(norm, "eps", None))
     if eps is None:
-        raise GpuUnsupported(f"norm {type(norm).__name__} has no epsilon; RMSNorm expected")
+        raise UnsupportedModule(f"norm {type(norm).__name__} has no epsilon; RMSNorm expected")
     return float(eps)
 
 

@@ -36,7 +36,6 @@ class GpuTarget:
     name = "gpu"
     description = "CUDA: PyTorch + ember's Triton kernels in CUDA graphs (gpu/), model.onnx"
     executable = True
-    reads_module = True
     options = {"dtype": str, "engine": str, "cuda_graphs": bool}
 
     def available(self) -> tuple[bool, str]:
@@ -53,10 +52,7 @@ class GpuTarget:
         if options.get("engine", "torch") not in ENGINES:
             raise ValueError(f"target option 'engine' must be one of {', '.join(ENGINES)}")
 
-    def compile(self, model, out_dir: Path, options: dict[str, Any], progress: Progress) -> Payload:
-        raise ValueError("the gpu target builds its program from the torch model")
-
-    def compile_module(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
+    def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
                        progress: Progress) -> Payload:
         from ember.runtime.engines.gpu_engine import gpu_status
 
@@ -84,12 +80,12 @@ def _onnxruntime_cuda() -> bool:
 
 
 def _program(source: ModuleSource) -> tuple[dict[str, Any], dict[str, Any]]:
-    from ember.targets.gpu.program import GpuUnsupported, build_program
+    from ember.targets.gpu.program import build_program
 
     example = next(iter(source.inputs.values()))
     try:
         return build_program(source.module, example)
-    except (GpuUnsupported, ValueError) as exc:
+    except ValueError as exc:  # UnsupportedModule, or a value the program cannot hold
         raise UnsupportedModelError(f"gpu: {exc}") from None
 
 

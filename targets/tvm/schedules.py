@@ -56,8 +56,8 @@ def schedule_rules(vector_bytes: int) -> list[Any]:
 
 def front_passes(target: Any, fast_math: bool = True) -> list[Any]:
     """TVM's CPU passes up to fused TIR functions, with NHWC convs and weight-only work
-    lifted out (and vectorizable exp/sigmoid/softmax with `fast_math`, targets/
-    tvm_fast_math.py); tuning (targets/tvm/tune.py) sees the module at this point."""
+    lifted out (and vectorizable exp/sigmoid/softmax with `fast_math`,
+    targets/tvm/fast_math.py); tuning (targets/tvm/tune.py) sees the module at this point."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 

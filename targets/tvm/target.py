@@ -18,7 +18,7 @@ from typing import Any
 
 from ember.errors import UnsupportedModelError, first_line
 from ember.progress import Progress
-from ember.targets.base import Payload, check_known_options
+from ember.targets.base import ModuleSource, Payload, check_known_options
 from ember.targets.host import cpu_features, cpu_name
 from ember.targets.tvm.apply_tuning import use_tuning
 from ember.targets.tvm.int8 import has_vnni, lower_int8_matmuls
@@ -40,7 +40,6 @@ class TvmTarget:
     name = "tvm"
     description = "Apache TVM Relax, LLVM for the host CPU (model.so + params.safetensors)"
     executable = True
-    reads_module = False
     options = {"mcpu": str, "opt_level": int, "schedule": str, "tune_trials": int,
                "tune_minutes": float, "tuning": bool, "vnni": bool, "sfc": str,
                "fast_math": bool}
@@ -70,7 +69,8 @@ class TvmTarget:
             if not codegen.llvm_is_valid_cpu(options["mcpu"], codegen.llvm_get_system_triple()):
                 raise ValueError(f"target option mcpu={options['mcpu']!r} is not a CPU LLVM knows")
 
-    def compile(self, model, out_dir: Path, options: dict[str, Any], progress: Progress) -> Payload:
+    def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
+                progress: Progress) -> Payload:
         from safetensors.numpy import save_file
 
         from ember.runtime.engines.tvm_engine import import_tvm
@@ -81,7 +81,7 @@ class TvmTarget:
         vector_bytes = _vector_bytes(tvm, target)
         tile = MAX_VECTORS_PER_TILE * (vector_bytes // 4)  # fp32 lanes x vectors per tile
         lanes = vector_bytes // 4
-        prepared = prepare_for_tvm(model, pack_tile=tile if scheduled else None,
+        prepared = prepare_for_tvm(source.onnx_model, pack_tile=tile if scheduled else None,
                                    lanes=lanes if scheduled else None,
                                    sfc=options.get("sfc", "auto"))
         with progress.stage("importing ONNX into Relax"), sfc_converters(lanes):

@@ -51,8 +51,9 @@ def test_gpu_check_exits_2_without_cuda(tmp_path: Path) -> None:
         import pytest
 
         pytest.skip("this machine has CUDA")
-    out = subprocess.run([sys.executable, str(REPO / "tools" / "gpu_check" / "main.py"), str(tmp_path)],
-                         capture_output=True, text=True)
+    script = REPO / "tools" / "gpu_check" / "main.py"
+    out = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                         text=True)
     assert out.returncode == 2
     assert len((out.stdout + out.stderr).strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())

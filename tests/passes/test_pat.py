@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from ember.compiler.data.tuning import LocalData
 from ember.compiler.models.language import CausalLMLogits
-from ember.errors import UnsupportedModelError
+from ember.errors import ConfigError, UnsupportedModelError
 from ember.passes import PASSES, PassContext
 from ember.passes.prune.llm.groups import llama_groups
 from ember.passes.prune.llm.prune import LLMPlan, keep_counts, prune_llm
@@ -268,7 +269,7 @@ def test_pass_on_a_wrapped_lm(tmp_path, mask_init):
     prune = PASSES["prune"](method="pat", ratio=0.25, steps=6, batch=2, seq=16,
                             data=f"text:{corpus}", round_to=4, hsm_rank=4, mask_init=mask_init)
     ids = windows(1, 16)
-    ctx = PassContext(example_inputs={"input_ids": ids}, tokenizer=ByteTokenizer(),
+    ctx = PassContext(example_inputs={"input_ids": ids}, data=LocalData(ByteTokenizer()),
                       work_dir=tmp_path / "work")
     wrapper = CausalLMLogits(tiny_llama())
     result = prune(wrapper, ctx)
@@ -279,7 +280,7 @@ def test_pass_on_a_wrapped_lm(tmp_path, mask_init):
 
 
 def test_pass_declines_clearly():
-    ctx = PassContext(example_inputs={"input_ids": windows(1, 8)}, tokenizer=ByteTokenizer())
+    ctx = PassContext(example_inputs={"input_ids": windows(1, 8)}, data=LocalData(ByteTokenizer()))
     with pytest.raises(UnsupportedModelError, match="method bn is for CNNs"):
         PASSES["prune"](method="bn", data="text:pydoc")(CausalLMLogits(tiny_llama()), ctx)
     with pytest.raises(UnsupportedModelError, match="method=pat learns its mask"):
@@ -288,6 +289,15 @@ def test_pass_declines_clearly():
     with pytest.raises(UnsupportedModelError, match="method pat is for language models"):
         PASSES["prune"](method="pat")(conv, PassContext(
             example_inputs={"x": torch.randn(1, 1, 8, 8)}))
+
+
+def test_pass_without_a_data_source_names_the_spec():
+    """Passes read data only through their context: without one they say which spec needed
+    it, instead of opening a corpus themselves."""
+    ctx = PassContext(example_inputs={"input_ids": windows(1, 8)})
+    with pytest.raises(ConfigError, match="data text:pydoc: no tuning data was provided"):
+        PASSES["prune"](method="pat", steps=2, data="text:pydoc")(
+            CausalLMLogits(tiny_llama()), ctx)
     for bad, message in ((dict(scope="rows"), "scope must be"), (dict(ratio=1.0), "ratio"),
                          (dict(data="imagenet"), "data must be"),
                          (dict(hsm_form="x"), "hsm_form"), (dict(loss="mse"), "loss"),

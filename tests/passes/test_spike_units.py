@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ember.passes.spike.linear import SpikeLinear
-from ember.passes.spike.neurons import amplitude, burst, gif_step, ternary_planes
+from ember.passes.spike.neurons import burst, gif_step, ternary_planes
 from ember.passes.spike.quantizers import gptq, round_to_grid
 from ember.passes.spike.saliency import (
     GramCollector,
@@ -18,6 +18,7 @@ from ember.passes.spike.saliency import (
     top_channels,
     weight_saliency,
 )
+from ember.spike_codes import amplitude
 
 
 @pytest.mark.parametrize("a_bits,steps", [(4, 2), (4, 4), (2, 3), (8, 2)])

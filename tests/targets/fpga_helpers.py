@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from ember.runtime.engines.fpga_engine import run_csim
+from ember.targets.fpga.build import compile_csim
 from ember.targets.fpga.devices import device
 from ember.targets.fpga.hls.project import write_project
 from ember.targets.fpga.lower.graph import IntNetwork, lower
 from ember.targets.fpga.resources.estimate import plan
-from ember.targets.fpga.target import compile_csim
 from ember.targets.module_reader import capture
 
 needs_gxx = pytest.mark.skipif(shutil.which("g++") is None,

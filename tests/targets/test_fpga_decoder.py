@@ -23,8 +23,9 @@ from ember.targets.fpga.integer.decoder import (
     RMSNormLayer,
     SpikeLayer,
 )
-from ember.targets.fpga.lower.decoder import causal_lm, float_trace, lower_causal_lm
+from ember.targets.fpga.lower.decoder import float_trace, lower_causal_lm
 from ember.targets.fpga.resources.estimate import estimate_layer, layer_work
+from ember.targets.module_reader import causal_lm
 from tests.targets.fpga_helpers import needs_gxx, simulate
 
 

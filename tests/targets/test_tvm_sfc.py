@@ -15,9 +15,8 @@ import ember
 import ember.runtime as rt
 from ember.compiler.export import export_onnx
 from ember.passes import PassContext
-from ember.passes.sfc.conv import transformed_weights
 from ember.passes.sfc.lower import SFCLowering
-from ember.sfc_algorithms import ALGORITHMS, algorithm
+from ember.sfc_algorithms import ALGORITHMS, algorithm, transformed_weights
 from ember.targets.tvm.sfc import kernels
 
 pytestmark = pytest.mark.usefixtures("tvm_available")

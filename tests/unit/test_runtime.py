@@ -118,6 +118,9 @@ def _edit_manifest(artifact, change) -> None:
         (lambda m: m.update(files={}), "malformed manifest at files"),
         (lambda m: m.pop("signature"), "malformed manifest at signature"),
         (lambda m: m["signature"]["inputs"][0].update(dtype="float99"), "malformed manifest"),
+        (lambda m: m.update(format="vhdl"), "unknown artifact format 'vhdl'"),
+        (lambda m: m.update(format=["onnx"]), "malformed manifest at format"),
+        (lambda m: m.update(format="null"), "null-target artifact is an op report"),
     ],
 )
 def test_manifest_cannot_smuggle_unchecked_files_or_break_the_runtime(artifact, change, message):

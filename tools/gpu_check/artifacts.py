@@ -52,7 +52,7 @@ def open_session(folder: Path, device: str) -> Any:
 
     manifest = read_manifest(folder)
     check_files(folder, manifest)
-    return Session(folder, manifest, GpuEngine(folder, manifest, device))
+    return Session(folder, manifest, GpuEngine(folder, manifest, device=device))
 
 
 def _check(folder: Path, device: str) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Device check of the `gpu` engine's programs (runtime/gpu/program*.py): correctness on CUDA
+"""Device check of the `gpu` engine's programs (runtime/gpu/program/): correctness on CUDA
 against the same program's fp32 reference path on the CPU, then the pruned-model and
 spiking-decode timings of the GPU issue.
 

@@ -124,8 +124,7 @@ def synthetic_cnn(channels: int = 32, classes: int = 10, seed: int = 0
     """conv 3x3 -> ReLU -> SFC-6(6x6) 3x3 -> BatchNorm -> ReLU -> global average pool ->
     flatten -> linear, for (N, 16, H, W) inputs; U as the sfc pass computes it from the
     convolution weight it keeps as "sfc.weight"."""
-    from ember.passes.sfc.conv import transformed_weights
-    from ember.sfc_algorithms import algorithm
+    from ember.sfc_algorithms import algorithm, transformed_weights
 
     gen = torch.Generator().manual_seed(seed)
     c = channels

@@ -86,15 +86,13 @@ def _digits_row(folder: Path, train, test, compile_s: float) -> dict[str, Any]:
 def _relowered(folder: Path, train) -> tuple[Any, Any]:
     """The golden network rebuilt from the artifact's recorded config and calibration."""
     from ember.compiler.api import prepare, resolve_config
-    from ember.targets.fpga.build import _fold_batchnorm
     from ember.targets.fpga.lower.graph import lower
-    from ember.targets.module_reader import capture
+    from ember.targets.module_reader import read_graph
 
     manifest = json.loads((folder / "manifest.json").read_text())
     prepared = prepare(resolve_config(manifest["config"]))
     images = train.images[:manifest["target_info"]["calibration"]["images"]]
-    model, _ = _fold_batchnorm(prepared.model, "image", images[:1])
-    nodes, output = capture(model, torch.from_numpy(images[:1]))
+    nodes, output, _ = read_graph(prepared.model, "image", images[:1])
     return lower(nodes, output, images), prepared.model
 
 

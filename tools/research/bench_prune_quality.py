@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ember.compiler.data.tuning import LocalData
 from ember.compiler.models.language import CausalLMLogits
 from ember.compiler.models.smollm2 import load_smollm2
 from ember.passes import PassContext
@@ -92,7 +93,7 @@ def _run_row(row: str, lm, tokenizer, windows, args, out: Path) -> None:
                                   seq=WINDOW, data=TUNE_DATA, loss=args.loss,
                                   freeze_at=args.freeze_at)
         ctx = PassContext(example_inputs={"input_ids": torch.from_numpy(windows["kjv"][:1])},
-                          progress=Progress(verbose=True), tokenizer=tokenizer,
+                          progress=Progress(verbose=True), data=LocalData(tokenizer),
                           work_dir=out / "work" / row)
         result = prune(CausalLMLogits(lm), ctx)
         model, stats = result.model.lm, result.stats

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ember.compiler.data.tuning import LocalData
 from ember.compiler.models.language import CausalLMLogits
 from ember.compiler.models.smollm2 import load_smollm2
 from ember.passes import PassContext
@@ -91,7 +92,7 @@ def _run_row(row: str, lm, tokenizer, windows, args, out: Path) -> None:
         spike = SpikeQuantization(**settings, data="text:kjv", calib_windows=args.calib_windows,
                                   calib_seq=WINDOW)
         result = spike(CausalLMLogits(lm), PassContext(progress=Progress(verbose=True),
-                                                       tokenizer=tokenizer))
+                                                       data=LocalData(tokenizer)))
         model, stats = result.model, result.stats  # the pass leaves `lm` as it was
         for module in model.modules():
             if isinstance(module, SpikeLinear):

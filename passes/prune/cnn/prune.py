@@ -22,7 +22,7 @@ Kept per group (a multiple of `round_to` where the group is large enough, never 
 A group smaller than `round_to` keeps all its channels (counted in the stats).
 
 A removed channel is defined as what the network computes with the channel's producer
-weights at zero (prune_cnn_groups.py): a per-channel constant `v_c` at each consumer. The
+weights at zero (cnn/groups.py): a per-channel constant `v_c` at each consumer. The
 sliced model folds its contribution into the consumer's bias, giving the consumer a bias if
 it had none,
 

@@ -1,7 +1,7 @@
 """Triton kernels of the int4 GEMV (imports triton: load only through int4_gemv).
 
 Two kernels compute y[n] = sum_g s[n, g] sum_{k in g} (u[n, k] - 8) x[k], u the stored
-nibble (see int4_pack.py for the planar layout: nibble j of word i of group g is
+nibble (see int4/pack.py for the planar layout: nibble j of word i of group g is
 k = 128 g + 16 j + i). Neither splits K, so there are no atomics and no zero-fill launch.
 
 `_int4_gemv_rows` (the fast one): a program owns R rows and steps through K BG groups at a

@@ -65,7 +65,7 @@ class GemvConfig:
 _ROWS = ((4, 16, 2, 128), (8, 8, 1, 128), (8, 32, 4, 128), (4, 16, 2, 96), (4, 8, 1, 96))
 GEMV_CONFIGS = (*(GemvConfig("rows", r, bg, w, 1, cap) for r, bg, w, cap in _ROWS),
                 GemvConfig("flat", 4, 32, 4))
-MAGIC = 0x4B000000  # the fp32 exponent field of 2^23 (see _int4_kernels.py)
+MAGIC = 0x4B000000  # the fp32 exponent field of 2^23 (see int4/_kernels.py)
 
 
 def int4_gemv(x: torch.Tensor, packed: PackedInt4, backend: str = "auto",

@@ -9,7 +9,7 @@ Quantization (symmetric, no zero points), per output row n and group g of 128 in
 Packing: qweight (N, K/8) int32. Group g of a row is 16 words; nibble j (bits 4j..4j+3) of
 word i holds q + 8 for k = 128 g + 16 j + i. The "planar" order lets the kernel read, for
 each nibble position j, 16 consecutive activations of the group with one vector load; see
-_int4_kernels.py for how the kernels unpack with two shifts per word (not one per nibble).
+int4/_kernels.py for how the kernels unpack with two shifts per word (not one per nibble).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ each column block, for L2 reuse) accumulates int8 x int8 -> int32 with tl.dot (t
 IMMA / Hopper wgmma; both operands K-major, as 8-bit MMAs require), then scales in fp32 and
 stores fp16. With TWO_GROUPS the K loop is split at K_SPLIT into two accumulators, each
 corrected by its zero point and scaled by its own per-token scale before they are summed
-(int8_quant.py gives the formula). Rows and columns past M and N wrap around for the loads
+(int8/quant.py gives the formula). Rows and columns past M and N wrap around for the loads
 (always in bounds) and are masked at the store.
 """
 

@@ -6,7 +6,7 @@ Backends:
   run time among four candidates (128x256, 256x128, 128x128 with BK 128 or 64).
 - "torch": `torch._int_mm` (cuBLASLt int8 -> int32) followed by an elementwise scale; kept
   as the stock alternative that gpu_check times next to Triton.
-- "reference": int8_quant.py in float64 (exact integer sums).
+- "reference": int8/quant.py in float64 (exact integer sums).
 "auto" is "triton" on CUDA tensors (and "reference" elsewhere). Measured on an H200 (torch
 2.11, Triton 3.6) at M, K, N = 2048, 4096, 4096 / 11008: Triton 0.066 / 0.17 ms, 1.40x /
 1.49x faster than cuBLAS fp16; `torch._int_mm` alone 0.080 / 0.25 ms and with its separate
@@ -65,7 +65,7 @@ def int8_gemm_two_group(a: torch.Tensor, a_scales: torch.Tensor, w: torch.Tensor
                         w_row_sums: torch.Tensor | None = None, backend: str = "auto",
                         config: GemmConfig | None = None,
                         out_dtype: torch.dtype = torch.float16) -> torch.Tensor:
-    """Two activation scale groups, columns [0, k_split) and [k_split, K) (int8_quant.py);
+    """Two activation scale groups, columns [0, k_split) and [k_split, K) (int8/quant.py);
     the result in `out_dtype` (fp16 by default; fp32 where fp16's range is not enough).
 
     The Triton path needs k_split % 128 == 0: pad the groups with zero columns

@@ -30,11 +30,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ember.passes.spike.neurons import amplitude
-from ember.passes.spike.quantizers import activation_codes
 from ember.runtime.gpu.int4.pack import GROUP, PackedInt4, pack_nibbles
 from ember.runtime.gpu.int8.gemm import SEGMENT_ALIGN, int8_gemm_two_group
 from ember.runtime.gpu.int8.quant import int8_gemm_two_group_reference
+from ember.spike_codes import activation_codes, amplitude, group_ranges
 
 INT8_TOP = 127
 
@@ -127,8 +126,6 @@ class SpikeGpuLinear(torch.nn.Module):
                                                           torch.Tensor]:
         """(codes (M, K') in the permuted, padded column order, Δ (M, 2), z (M, 2)), as
         float tensors holding integers."""
-        from ember.passes.spike.linear import group_ranges
-
         parts = (x.index_select(-1, self.plain_idx), x.index_select(-1, self.salient_idx))
         ranges = group_ranges(x, parts[0], parts[1], self.decoupled)
         codes = x.new_zeros(x.shape[0], self.weight_codes.shape[1])

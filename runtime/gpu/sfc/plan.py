@@ -1,7 +1,7 @@
 """Everything the SFC kernels need from one 3x3 convolution, prepared once on the host.
 
 With X the L x L input patch of a tile (flattened, L^2 values), ember's algorithm
-(passes/sfc_algorithms) computes an m x m output tile as
+(sfc_algorithms.py at the root) computes an m x m output tile as
 
     V = B X                     B = slot_map . (S (x) S)                (P, L^2), integers
     M[p] = sum_c V[p, c] U[p, c, k]                                     P GEMMs over channels
@@ -24,8 +24,7 @@ from functools import cache
 import numpy as np
 import torch
 
-from ember.passes.sfc.conv import transformed_weights
-from ember.sfc_algorithms import Algorithm, algorithm
+from ember.sfc_algorithms import Algorithm, algorithm, transformed_weights
 
 FP16_EXACT_INT = 2048  # every integer of magnitude <= 2048 is exact in fp16
 

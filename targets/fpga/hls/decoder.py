@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ember.targets.fpga.hls.layers import _lanes, _parallel, _signature, array, ident
+from ember.targets.fpga.hls.cpp import (
+    array,
+    ident,
+    parallel_pragma,
+    reduction_pragmas,
+    signature,
+)
 from ember.targets.fpga.integer.decoder import (
     EXP_TABLE,
     NORM_BITS,
@@ -26,7 +32,7 @@ def _embedding(layer: EmbeddingLayer, in_types, out_type, lanes, in_shapes):
     f = ident(layer.name)
     vocab, d = layer.table.shape
     t = layer.out_shape[0]
-    body = f"""{_signature(layer, in_types, out_type, [t])} {{
+    body = f"""{signature(layer, in_types, out_type, [t])} {{
   for (int t = 0; t < {t}; t++) {{
     const int id = in0[t];
     const bool inside = id >= 0 && id < {vocab};
@@ -43,7 +49,7 @@ def _embedding(layer: EmbeddingLayer, in_types, out_type, lanes, in_shapes):
 def _rmsnorm(layer: RMSNormLayer, in_types, out_type, lanes, in_shapes):
     f = ident(layer.name)
     t, d = layer.out_shape
-    body = f"""{_signature(layer, in_types, out_type, [t * d])} {{
+    body = f"""{signature(layer, in_types, out_type, [t * d])} {{
   for (int t = 0; t < {t}; t++) {{
     wide_t r = {layer.eps};
     for (int c = 0; c < {d}; c++) {{
@@ -70,7 +76,7 @@ def _rope(layer: RopeLayer, in_types, out_type, lanes, in_shapes):
     t, width = layer.out_shape
     hd = width // layer.heads
     half = hd // 2
-    body = f"""{_signature(layer, in_types, out_type, [t * width])} {{
+    body = f"""{signature(layer, in_types, out_type, [t * width])} {{
   for (int t = 0; t < {t}; t++)
     for (int h = 0; h < {layer.heads}; h++)
       for (int i = 0; i < {hd}; i++) {{
@@ -92,7 +98,7 @@ def _attention(layer: AttentionLayer, in_types, out_type, lanes, in_shapes):
     hd = width // layer.heads
     kv_width = in_shapes[1][1]
     group = layer.heads // layer.kv_heads
-    body = f"""{_signature(layer, in_types, out_type, [t * width, t * kv_width, t * kv_width])} {{
+    body = f"""{signature(layer, in_types, out_type, [t * width, t * kv_width, t * kv_width])} {{
   for (int h = 0; h < {layer.heads}; h++) {{
     const int g = h / {group};
     for (int t = 0; t < {t}; t++) {{
@@ -101,7 +107,7 @@ def _attention(layer: AttentionLayer, in_types, out_type, lanes, in_shapes):
       for (int u = 0; u <= t; u++) {{
         acc_t a = 0;
         for (int i = 0; i < {hd}; i++) {{
-{_lanes(lanes, hd)}
+{reduction_pragmas(lanes, hd)}
           a += (acc_t)in0[t * {width} + h * {hd} + i] * in1[u * {kv_width} + g * {hd} + i];
         }}
         score[u] = a;
@@ -120,7 +126,7 @@ def _attention(layer: AttentionLayer, in_types, out_type, lanes, in_shapes):
       for (int i = 0; i < {hd}; i++) {{
         acc_t acc = 0;
         for (int u = 0; u <= t; u++) {{
-{_lanes(lanes, hd)}
+{reduction_pragmas(lanes, hd)}
           const wide_t p = (e[u] * ((wide_t)1 << {PROB_BITS + 1}) + z) / (2 * z);
           acc += (acc_t)p * in2[u * {kv_width} + g * {hd} + i];
         }}
@@ -135,7 +141,7 @@ def _attention(layer: AttentionLayer, in_types, out_type, lanes, in_shapes):
 def _gated_silu(layer: GatedSiluLayer, in_types, out_type, lanes, in_shapes):
     f = ident(layer.name)
     n = int(np.prod(layer.out_shape))
-    body = f"""{_signature(layer, in_types, out_type, [n, n])} {{
+    body = f"""{signature(layer, in_types, out_type, [n, n])} {{
   for (int i = 0; i < {n}; i++) {{
 #pragma HLS PIPELINE II=1
 #pragma HLS UNROLL factor={lanes}
@@ -163,7 +169,7 @@ def _spike(layer: SpikeLayer, in_types, out_type, lanes, in_shapes):
     salient_loop = "" if not len(salient) else f"""
       acc_t acc_s = 0;
       for (int j = 0; j < {len(salient)}; j++) {{
-{_lanes(lanes, c)}
+{reduction_pragmas(lanes, c)}
         const weight_t w = {f}_w[k * {c} + {f}_salient[j]];
         int rest = q_s[j];  // burst: T_s spikes of at most {amp} each, soft reset
         for (int s = 0; s < {layer.steps}; s++) {{
@@ -173,7 +179,7 @@ def _spike(layer: SpikeLayer, in_types, out_type, lanes, in_shapes):
         }}
       }}
       acc += (wide_t)acc_s << {layer.salient_shift - k_min};"""
-    body = f"""{_signature(layer, in_types, out_type, [t * c])} {{
+    body = f"""{signature(layer, in_types, out_type, [t * c])} {{
   for (int t = 0; t < {t}; t++) {{
     int q_p[{max(len(plain), 1)}], q_s[{max(len(salient), 1)}];
     for (int j = 0; j < {len(plain)}; j++)
@@ -182,10 +188,10 @@ def _spike(layer: SpikeLayer, in_types, out_type, lanes, in_shapes):
       q_s[j] = spike_code(in0[t * {c} + {f}_salient[j]], {layer.salient_shift},
                           {layer.steps * amp});
     for (int k = 0; k < {k}; k++) {{
-{_parallel(lanes, c)}
+{parallel_pragma(lanes, c)}
       acc_t acc_p = 0;
       for (int j = 0; j < {len(plain)}; j++) {{
-{_lanes(lanes, c)}
+{reduction_pragmas(lanes, c)}
         acc_p += {times}({f}_w[k * {c} + {f}_plain[j]], q_p[j]);
       }}
       wide_t acc = ((wide_t)acc_p << {layer.plain_shift - k_min}) + {f}_b[k];{salient_loop}

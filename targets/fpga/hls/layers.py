@@ -1,14 +1,19 @@
-"""One C++ function per integer layer (targets/fpga/integer/layers.py, fpga_sfc.py), computing the
+"""One C++ function per integer layer (targets/fpga/integer/layers.py, sfc.py), computing the
 same integers as the numpy golden model for one image, with HLS pragmas for the layer's
 folding: `lanes` parallel multipliers (an unrolled, array-partitioned reduction under a
 pipelined loop). Weights are `static const` arrays in weights.h."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
+from ember.targets.fpga.hls.cpp import (
+    array,
+    ident,
+    parallel_pragma,
+    reduction_pragmas,
+    signature,
+)
 from ember.targets.fpga.hls.expr import assignments, separable
 from ember.targets.fpga.integer.layers import (
     AddLayer,
@@ -20,37 +25,6 @@ from ember.targets.fpga.integer.layers import (
     PoolLayer,
 )
 from ember.targets.fpga.integer.sfc import SFCLayer
-
-PER_LINE = 24
-
-
-def ident(name: str) -> str:
-    return "l_" + re.sub(r"\W", "_", name)
-
-
-def array(ctype: str, name: str, values: np.ndarray) -> str:
-    flat = [str(int(v)) for v in np.asarray(values).reshape(-1)]
-    lines = [", ".join(flat[i:i + PER_LINE]) for i in range(0, len(flat), PER_LINE)]
-    body = ",\n    ".join(lines)
-    return f"static const {ctype} {name}[{len(flat)}] = {{\n    {body}\n}};"
-
-
-def emit(layer: Layer, in_types: list[str], in_shapes: list[tuple[int, ...]], out_type: str,
-         lanes: int) -> tuple[list[str], str]:
-    """(constant arrays, function definition) of `layer`."""
-    from ember.targets.fpga.hls.decoder import WRITERS as DECODER_WRITERS
-
-    for kind, writer in WRITERS + DECODER_WRITERS:
-        if isinstance(layer, kind):
-            return writer(layer, in_types, out_type, lanes, in_shapes)
-    raise TypeError(f"no C++ writer for {type(layer).__name__}")
-
-
-def _signature(layer: Layer, in_types: list[str], out_type: str, in_sizes: list[int]) -> str:
-    args = [f"const {t} in{i}[{n}]" for i, (t, n) in enumerate(zip(in_types, in_sizes,
-                                                                  strict=True))]
-    size = int(np.prod(layer.out_shape))
-    return f"static void {ident(layer.name)}({', '.join(args)}, {out_type} out[{size}])"
 
 
 def _store(layer: Layer, requant, index: str, acc: str) -> str:
@@ -72,16 +46,16 @@ def _conv(layer: ConvLayer, in_types: list[str], out_type: str, lanes: int,
     consts = [array("weight_t", f"{f}_w", layer.weight), array("acc_t", f"{f}_b", layer.bias)]
     consts += _requant_arrays(f, layer.requant)
     reduction = cg * kh * kw
-    body = f"""{_signature(layer, in_types, out_type, [c * h * w])} {{
+    body = f"""{signature(layer, in_types, out_type, [c * h * w])} {{
 #pragma HLS ARRAY_PARTITION variable={f}_w cyclic factor={min(lanes, layer.weight.size)}
   for (int oy = 0; oy < {ho}; oy++)
     for (int ox = 0; ox < {wo}; ox++)
       for (int k = 0; k < {k}; k++) {{
-{_parallel(lanes, reduction)}
+{parallel_pragma(lanes, reduction)}
         const int g = k / {k // g};
         acc_t acc = {f}_b[k];
         for (int r = 0; r < {reduction}; r++) {{
-{_lanes(lanes, reduction)}
+{reduction_pragmas(lanes, reduction)}
           const int ci = r / {kh * kw}, ky = r / {kw} % {kh}, kx = r % {kw};
           const int iy = oy * {sh} - {ph} + ky, ix = ox * {sw} - {pw} + kx;
           if (iy >= 0 && iy < {h} && ix >= 0 && ix < {w})
@@ -100,14 +74,14 @@ def _linear(layer: LinearLayer, in_types: list[str], out_type: str, lanes: int,
     consts = [array("weight_t", f"{f}_w", layer.weight), array("acc_t", f"{f}_b", layer.bias)]
     consts += _requant_arrays(f, layer.requant)
     tokens = in_shapes[0][0] if len(in_shapes[0]) == 2 else 1  # (tokens, C): per token
-    body = f"""{_signature(layer, in_types, out_type, [tokens * c])} {{
+    body = f"""{signature(layer, in_types, out_type, [tokens * c])} {{
 #pragma HLS ARRAY_PARTITION variable={f}_w cyclic factor={min(lanes, layer.weight.size)}
   for (int t = 0; t < {tokens}; t++)
   for (int k = 0; k < {k}; k++) {{
-{_parallel(lanes, c)}
+{parallel_pragma(lanes, c)}
     acc_t acc = {f}_b[k];
     for (int c = 0; c < {c}; c++) {{
-{_lanes(lanes, c)}
+{reduction_pragmas(lanes, c)}
       acc += (acc_t)in0[t * {c} + c] * {f}_w[k * {c} + c];
     }}
     {_store(layer, layer.requant, f"t * {k} + k", "acc")}
@@ -131,7 +105,7 @@ def _sfc(layer: SFCLayer, in_types: list[str], out_type: str, lanes: int,
               array("int", f"{f}_align", layer.align),
               array("wide_t", f"{f}_b", layer.bias),
               array("int32_t", f"{f}_mult", layer.mult), array("int", f"{f}_shift", layer.shift)]
-    body = f"""{_signature(layer, in_types, out_type, [c * h * w])} {{
+    body = f"""{signature(layer, in_types, out_type, [c * h * w])} {{
   // {layer.algorithm}: {m}x{m} output tiles, {p} products per tile and channel pair
 #pragma HLS ARRAY_PARTITION variable={f}_w cyclic factor={min(lanes, layer.weight.size)}
   for (int ty = 0; ty < {th}; ty++)
@@ -178,10 +152,10 @@ def _sfc_products(layer: SFCLayer, f: str, lanes: int) -> str:
     return f"""      wide_t ms[{p}][{k}];
       for (int q = 0; q < {p}; q++)
         for (int k = 0; k < {k}; k++) {{
-{_parallel(lanes, c)}
+{parallel_pragma(lanes, c)}
           acc_t acc = 0;
           for (int c = 0; c < {c}; c++) {{
-{_lanes(lanes, c)}
+{reduction_pragmas(lanes, c)}
             acc += (acc_t)vq[q][c] * {f}_w[(q * {c} + c) * {k} + k];
           }}
           ms[q][k] = (wide_t)acc << {f}_align[q * {k} + k];
@@ -218,7 +192,7 @@ def _pool(layer: PoolLayer, in_types: list[str], out_type: str, lanes: int,
     else:
         init, step = "0", "acc += v;"
         final = f"requant(acc, {layer.mult}, {layer.shift}, -127, 127)"
-    body = f"""{_signature(layer, in_types, out_type, [c * h * w])} {{
+    body = f"""{signature(layer, in_types, out_type, [c * h * w])} {{
   for (int c = 0; c < {c}; c++) {{
 #pragma HLS UNROLL factor={lanes}
     for (int oy = 0; oy < {ho}; oy++)
@@ -240,7 +214,7 @@ def _pool(layer: PoolLayer, in_types: list[str], out_type: str, lanes: int,
 def _add(layer: AddLayer, in_types: list[str], out_type: str, lanes: int,
         in_shapes: list[tuple[int, ...]]):
     n = int(np.prod(layer.out_shape))
-    body = f"""{_signature(layer, in_types, out_type, [n, n])} {{
+    body = f"""{signature(layer, in_types, out_type, [n, n])} {{
   for (int i = 0; i < {n}; i++) {{
 #pragma HLS PIPELINE II=1
 #pragma HLS UNROLL factor={lanes}
@@ -254,7 +228,7 @@ def _add(layer: AddLayer, in_types: list[str], out_type: str, lanes: int,
 def _clamp(layer: ClampLayer, in_types: list[str], out_type: str, lanes: int,
           in_shapes: list[tuple[int, ...]]):
     n = int(np.prod(layer.out_shape))
-    body = f"""{_signature(layer, in_types, out_type, [n])} {{
+    body = f"""{signature(layer, in_types, out_type, [n])} {{
   for (int i = 0; i < {n}; i++) {{
 #pragma HLS PIPELINE II=1
 #pragma HLS UNROLL factor={lanes}
@@ -262,17 +236,6 @@ def _clamp(layer: ClampLayer, in_types: list[str], out_type: str, lanes: int,
   }}
 }}"""
     return [], body
-
-
-def _lanes(lanes: int, reduction: int) -> str:
-    """The reduction loop: pipelined, `min(lanes, reduction)` products per cycle."""
-    return (f"#pragma HLS PIPELINE II=1\n"
-            f"#pragma HLS UNROLL factor={min(lanes, reduction)}")
-
-
-def _parallel(lanes: int, reduction: int) -> str:
-    """The output-channel loop: the lanes beyond one reduction run other channels."""
-    return f"#pragma HLS UNROLL factor={max(1, lanes // reduction)}"
 
 
 def _requant_arrays(f: str, requant) -> list[str]:

@@ -18,13 +18,24 @@ from __future__ import annotations
 from pathlib import Path
 
 from ember.targets.fpga.fixed import bits_for
-from ember.targets.fpga.hls.layers import array, emit, ident
+from ember.targets.fpga.hls.cpp import array, ident
+from ember.targets.fpga.hls.decoder import WRITERS as DECODER_WRITERS
+from ember.targets.fpga.hls.layers import WRITERS as LAYER_WRITERS
 from ember.targets.fpga.integer.decoder import EXP_TABLE, AttentionLayer
-from ember.targets.fpga.integer.layers import FlattenLayer
+from ember.targets.fpga.integer.layers import FlattenLayer, Layer
 from ember.targets.fpga.integer.sfc import SFCLayer
 from ember.targets.fpga.lower.graph import IntNetwork
 
 FILES = ("ember_types.h", "weights.h", "model.h", "model.cpp", "testbench.cpp", "build.sh")
+
+
+def emit(layer: Layer, in_types: list[str], in_shapes: list[tuple[int, ...]], out_type: str,
+         lanes: int) -> tuple[list[str], str]:
+    """(constant arrays, function definition) of `layer`."""
+    for kind, writer in LAYER_WRITERS + DECODER_WRITERS:
+        if isinstance(layer, kind):
+            return writer(layer, in_types, out_type, lanes, in_shapes)
+    raise TypeError(f"no C++ writer for {type(layer).__name__}")
 
 
 def write_project(net: IntNetwork, lanes: dict[str, int], folder: Path) -> list[str]:

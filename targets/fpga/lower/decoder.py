@@ -30,30 +30,9 @@ from ember.targets.fpga.integer.decoder import (
 )
 from ember.targets.fpga.integer.layers import INT8, Layer, LinearLayer, Requant, TensorSpec
 from ember.targets.fpga.lower.graph import IntNetwork, _add, _bias, _weights
+from ember.targets.module_reader import check_decoder
 
 GAIN_LEVELS = 32767  # RMSNorm gains: int16
-
-
-def causal_lm(module: Any) -> Any | None:
-    """The Llama-style transformers model inside ember's CausalLMLogits wrapper, or None."""
-    lm = getattr(module, "lm", None)
-    body = getattr(lm, "model", None)
-    if body is None or not all(hasattr(body, a) for a in ("embed_tokens", "layers", "norm")):
-        return None
-    return lm
-
-
-def check_supported(lm: Any) -> None:
-    config = lm.config
-    if getattr(config, "hidden_act", "silu") != "silu":
-        raise ValueError(f"activation {config.hidden_act} has no integer kernel (SiLU only)")
-    for i, layer in enumerate(lm.model.layers):
-        parts = [(layer.self_attn, ("q_proj", "k_proj", "v_proj", "o_proj")),
-                 (layer.mlp, ("gate_proj", "up_proj", "down_proj"))]
-        for owner, names in parts:
-            missing = [n for n in names if not hasattr(owner, n)]
-            if missing:
-                raise ValueError(f"layer {i}: no {missing[0]}; only Llama-style blocks lower")
 
 
 def float_trace(lm: Any, ids: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -134,7 +113,7 @@ class _Builder:
 
 def lower_causal_lm(lm: Any, ids: np.ndarray) -> IntNetwork:
     """The integer network of `lm` for token ids (N, T), calibrated on those ids."""
-    check_supported(lm)
+    check_decoder(lm)
     with torch.no_grad():
         floats = float_trace(lm, torch.from_numpy(ids.astype(np.int64)))
     b = _Builder(floats, ids)

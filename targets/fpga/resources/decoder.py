@@ -30,14 +30,14 @@ from ember.targets.fpga.integer.decoder import (
     SpikeLayer,
 )
 from ember.targets.fpga.integer.layers import Layer
+from ember.targets.fpga.resources.work import LayerWork
 
 ROOT_STEPS, ROOT_BITS = 40, 42
 DIVIDE_STEPS, DIVIDE_BITS = 32, 48
 
 
-def decoder_layer_work(layer: Layer, net: Any, outputs: int, out_bits: int):
-    from ember.targets.fpga.resources.estimate import LayerWork
-
+def decoder_layer_work(layer: Layer, net: Any, outputs: int, out_bits: int) -> LayerWork | None:
+    """Decoder layers (targets/fpga/integer/decoder.py); None for the others."""
     if isinstance(layer, EmbeddingLayer):
         return LayerWork(layer.name, layer.op, 0, layer.table.shape[1], outputs, 0, [],
                          layer.table.size * 8, layer.table.size, out_bits)
@@ -60,9 +60,7 @@ def decoder_layer_work(layer: Layer, net: Any, outputs: int, out_bits: int):
     return None
 
 
-def _attention(layer: AttentionLayer, outputs: int, out_bits: int):
-    from ember.targets.fpga.resources.estimate import LayerWork
-
+def _attention(layer: AttentionLayer, outputs: int, out_bits: int) -> LayerWork:
     t, width = layer.out_shape
     hd = width // layer.heads
     pairs = layer.heads * t * (t + 1) // 2
@@ -72,9 +70,7 @@ def _attention(layer: AttentionLayer, outputs: int, out_bits: int):
                      256 * 16, 1, out_bits, packed=False)
 
 
-def _spike(layer: SpikeLayer, outputs: int, out_bits: int):
-    from ember.targets.fpga.resources.estimate import LayerWork
-
+def _spike(layer: SpikeLayer, outputs: int, out_bits: int) -> LayerWork:
     k, c = layer.weight.shape
     tokens = layer.out_shape[0]
     planes = int(abs(layer.weight.astype(int)).max(initial=1))  # ternary: T_s planes at most

@@ -27,7 +27,7 @@ while the design stays within BUDGET of the device's DSPs, LUTs, FFs and memory.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ember.targets.fpga.devices import BRAM_BITS, Device
@@ -44,6 +44,8 @@ from ember.targets.fpga.integer.layers import (
 )
 from ember.targets.fpga.integer.sfc import SFCLayer
 from ember.targets.fpga.lower.graph import IntNetwork
+from ember.targets.fpga.resources.decoder import decoder_layer_work
+from ember.targets.fpga.resources.work import LayerWork
 
 DEPTH = 12  # pipeline fill per layer, cycles
 CONTROL_LUT, CONTROL_FF = 150, 200
@@ -51,27 +53,6 @@ URAM_THRESHOLD = 16
 ACC_BITS = 32
 BUDGET = 0.8
 MAX_LANES = 1 << 16
-
-
-@dataclass
-class LayerWork:
-    """What a layer computes per image, independent of the folding."""
-
-    name: str
-    op: str
-    products: int  # int8 x int8 multiplications
-    max_lanes: int  # the parallelism its loops expose
-    outputs: int
-    requant_bits: int  # accumulator width into the requantizer (0: no requantizer)
-    adders: list[tuple[int, int]] = field(default_factory=list)  # (additions, bits) per image
-    weight_bits: int = 0
-    weight_count: int = 1  # the most banks a cyclic partition of the weights can make
-    activation_bits: int = 0  # the output buffer
-    direct_products: int = 0  # SFC: what the direct convolution would multiply
-    algorithm: str = ""
-    packed: bool = True  # int8 x int8 products (packable); False: wider, one per DSP
-    work_adds: int = 0  # spiking layers: the additions that replace products
-    work_bits: int = 0  # their accumulator width
 
 
 @dataclass
@@ -94,7 +75,7 @@ class LayerEstimate:
 def layer_work(layer: Layer, net: IntNetwork) -> LayerWork:
     outputs = net.tensors[layer.output].size
     out_bits = 8 * outputs
-    decoder = decoder_work(layer, net, outputs, out_bits)
+    decoder = decoder_layer_work(layer, net, outputs, out_bits)
     if decoder is not None:
         return decoder
     if isinstance(layer, SFCLayer):
@@ -143,13 +124,6 @@ def _sfc_work(layer: SFCLayer, outputs: int, out_bits: int) -> LayerWork:
     return LayerWork(layer.name, layer.op, tiles * p * c * k, p * c * k, outputs, wide, adders,
                      layer.weight.size * 8, layer.weight.size, out_bits,
                      direct_products=ho * wo * k * c * 9, algorithm=layer.algorithm)
-
-
-def decoder_work(layer: Layer, net: IntNetwork, outputs: int, out_bits: int) -> LayerWork | None:
-    """Decoder layers (targets/fpga/integer/decoder.py); None for the others."""
-    from ember.targets.fpga.resources.decoder import decoder_layer_work
-
-    return decoder_layer_work(layer, net, outputs, out_bits)
 
 
 def _acc_bits(weight) -> int:

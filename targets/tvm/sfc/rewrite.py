@@ -34,7 +34,6 @@ from ember.sfc_algorithms import ALGORITHMS, FORMS, Algorithm, algorithm
 from ember.targets.onnx_io import exported_module_path, infer_shapes
 
 DOMAIN = "ember"
-LAYER_CLASS = "ember.passes.sfc.conv.SFCConv2d"  # not the quantized subclass (float64 golden)
 MAX_TILE_VECTORS = 4
 MODES = ("auto", "fused", "split", "off")  # target option `sfc`; "off" keeps the exported ops
 # `auto`: the fused kernel re-reads the transformed weights for every block of tiles, the
@@ -174,8 +173,11 @@ def _bias(nodes: list[Any], initializers: dict[str, Any], produced: set[str]) ->
 
 
 def _sfc_scope(node: Any) -> tuple[str, ...] | None:
-    """The module path of an SFCConv2d the node was exported from; None for other nodes."""
-    path = exported_module_path(node, LAYER_CLASS)
+    """The module path of an SFCConv2d the node was exported from; None for other nodes (the
+    quantized subclass included: its float64 golden is not this rewrite's arithmetic)."""
+    from ember.passes.sfc.conv import SFCConv2d
+
+    path = exported_module_path(node, SFCConv2d)
     return tuple(path) if path is not None else None
 
 
