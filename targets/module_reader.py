@@ -112,8 +112,9 @@ def capture(model: nn.Module, example: torch.Tensor,
     try:
         graph = _Tracer().trace(model)
     except Exception as exc:  # fx raises many kinds on data-dependent control flow
+        first = str(exc).splitlines()[0][:120]
         raise UnsupportedModule(f"the model cannot be traced into a static graph "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+                                f"({type(exc).__name__}: {first})") from None
     module = fx.GraphModule(model, graph)
     shapes = _shapes(module, example)
     nodes: list[Node] = []
@@ -167,7 +168,7 @@ def _node(node: fx.Node, module: fx.GraphModule, shapes: dict[str, tuple[int, ..
     what = node.target if isinstance(node.target, str) else getattr(node.target, "__name__",
                                                                      str(node.target))
     raise UnsupportedModule(f"node {node.name}: operation {what} ({node.op}) has "
-                          f"{_no_kernel(target)}")
+                            f"{_no_kernel(target)}")
 
 
 def _module_node(node: fx.Node, m: nn.Module, args: list[str], shape: tuple[int, ...],
@@ -178,7 +179,7 @@ def _module_node(node: fx.Node, m: nn.Module, args: list[str], shape: tuple[int,
         return None
     if isinstance(m, QuantizedSFCConv2d):
         raise UnsupportedModule(f"{where}: the {target} target takes float SFC layers; run "
-                              f"the sfc pass without bits=")
+                                f"the sfc pass without bits=")
     if isinstance(m, SFCConv2d):
         if m.groups != 1:
             raise UnsupportedModule(f"{where}: grouped SFC convolutions are not supported")
@@ -187,7 +188,7 @@ def _module_node(node: fx.Node, m: nn.Module, args: list[str], shape: tuple[int,
         if target != "fpga":  # float targets run it; the fpga design has no float path
             return Node(node.name, "batchnorm", args, shape, m)
         raise UnsupportedModule(f"{where}: BatchNorm has no integer kernel; run the fold_bn pass "
-                              f"first")
+                                f"first")
     if isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros" or m.dilation != (1, 1) or isinstance(m.padding, str):
             raise UnsupportedModule(f"{where}: only zero padding, no dilation, numeric padding")
@@ -222,7 +223,7 @@ def _pool(node: fx.Node, m: nn.Module, args: list[str], shape: tuple[int, ...],
 def _flatten(node: fx.Node, args: list[str], shape: tuple[int, ...]) -> Node:
     if len(shape) != 1:
         raise UnsupportedModule(f"node {node.name}: only reshapes to (batch, features) are "
-                              f"supported")
+                                f"supported")
     return Node(node.name, "flatten", args[:1], shape)
 
 
@@ -230,7 +231,7 @@ def _single_output(node: fx.Node, alias: dict[str, str], target: str) -> str:
     out = node.args[0]
     if not isinstance(out, fx.Node):
         raise UnsupportedModule(f"the {target} target takes models with exactly one output "
-                              f"tensor")
+                                f"tensor")
     return alias.get(out.name, out.name)
 
 

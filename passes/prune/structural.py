@@ -58,7 +58,7 @@ class StructuralPruning:
     identity_weight: float = 1.0
     count_weight: float = 10.0
     embedding: str = "mask"
-    mask_init: str = "taylor"  # pat.md's reference starts at "zero"; see prune_llm.LLMPlan
+    mask_init: str = "taylor"  # pat.md's reference starts at "zero"; see llm/prune.py LLMPlan
     loss: str = "ce"
     round_to: int = 8
     data: str = "text:pydoc"

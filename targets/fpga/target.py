@@ -47,7 +47,7 @@ class FpgaTarget:
             raise ValueError("target option 'calibration_images' must be 1..100000")
 
     def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
-                       progress: Progress) -> Payload:
+                progress: Progress) -> Payload:
         from ember.targets.fpga.build import build_design
 
         dev = device(options.get("device", DEFAULT_DEVICE))

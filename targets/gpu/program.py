@@ -118,7 +118,7 @@ def layers_heads(body: Any, head_dim: int) -> list[list[int]]:
         q, k = int(attn.q_proj.out_features), int(attn.k_proj.out_features)
         if q % head_dim or k % head_dim or (q // head_dim) % (k // head_dim):
             raise UnsupportedModule(f"attention widths q={q}, k={k} are not whole GQA groups of "
-                                 f"head_dim {head_dim}")
+                                    f"head_dim {head_dim}")
         heads.append([q // head_dim, k // head_dim])
     return heads
 
@@ -136,7 +136,7 @@ def _linear(key: str, m: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[st
         _keep(tensors, key, weight=m.weight, bias=m.bias)
         return {"kind": "dense"}
     raise UnsupportedModule(f"projection {key} is a {type(m).__name__}; the gpu target runs "
-                         f"nn.Linear and SpikeLinear")
+                            f"nn.Linear and SpikeLinear")
 
 
 def _eps(norm: nn.Module) -> float:

@@ -53,7 +53,7 @@ class GpuTarget:
             raise ValueError(f"target option 'engine' must be one of {', '.join(ENGINES)}")
 
     def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
-                       progress: Progress) -> Payload:
+                progress: Progress) -> Payload:
         from ember.runtime.engines.gpu_engine import gpu_status
 
         dtype, engine = options.get("dtype", "fp16"), options.get("engine", "torch")

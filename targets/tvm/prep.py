@@ -42,7 +42,7 @@ def prepare_for_tvm(model: Any, pack_tile: int | None = None, lanes: int | None 
                     sfc: str = "auto") -> Prepared:
     """A rewritten copy of `model` (the input is not modified); `pack_tile` (the widest
     column tile) enables packing and `lanes` (fp32 SIMD lanes) the SFC kernels and narrower
-    tiles, `sfc` choosing the kernels (tvm_sfc.MODES)."""
+    tiles, `sfc` choosing the kernels (sfc/rewrite.py MODES)."""
     from ember.passes.spike.onnx_lowering import copy_model, unpack_weights
 
     unpacked = unpack_weights(model)  # TVM's importer reads no INT4; transposes need floats

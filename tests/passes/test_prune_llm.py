@@ -1,4 +1,4 @@
-"""prune_llm_groups / prune_llm_slice: groups, hard mask vs slice equivalence, reload, size."""
+"""prune/llm groups and slice: groups, hard mask vs slice equivalence, reload, size."""
 
 from __future__ import annotations
 

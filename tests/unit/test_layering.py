@@ -12,10 +12,14 @@ points here). Every `import` counts, at module level or inside a function, excep
     runtime  -> root
     root     -> root   (errors, progress, cache, the numerics of lowered ops)
 
-The package's two doors are the exception (ENTRY_POINTS): `ember.compile` calls the compiler
-and `python -m ember` runs the CLI, each imported inside the function that uses it.
+and no two modules may import each other, directly or through others (no cycles). The
+package's two doors are the exception (ENTRY_POINTS): `ember.compile` calls the compiler and
+`python -m ember` runs the CLI, each imported inside the function that uses it.
 
-and no two modules may import each other, directly or through others (no cycles).
+An arrow is an import a module writes. Importing a submodule also runs its parents'
+`__init__`, which is not counted as an arrow of the importer: each `__init__` is checked as a
+module of its own. Engines are imported by name from the runtime's ENGINES table, so that
+table is checked too: each entry must name a runtime module that defines the class.
 """
 
 from __future__ import annotations
@@ -54,8 +58,8 @@ def _module_name(path: Path) -> str:
 
 
 def _modules() -> dict[str, Path]:
-    paths = [p for p in ROOT.rglob("*.py")
-             if not {"tests", ".venv", "build"} & set(p.relative_to(ROOT).parts)]
+    """The package's modules: the root's and every module in the five folders."""
+    paths = [*ROOT.glob("*.py"), *(p for layer in LAYERS for p in (ROOT / layer).rglob("*.py"))]
     return {_module_name(p): p for p in paths}
 
 
@@ -164,6 +168,16 @@ def test_no_import_cycles(graph: dict[str, set[str]]) -> None:
     inside = {module: targets - ENTRY_POINTS.get(module, set())
               for module, targets in graph.items()}
     assert cycles(inside) == []
+
+
+def test_the_engine_table_names_runtime_classes() -> None:
+    from ember.runtime.engines import ENGINES
+
+    modules = _modules()
+    for fmt, (module, name) in ENGINES.items():
+        assert _layer(module) == "runtime" and module in modules, (fmt, module)
+        tree = ast.parse(modules[module].read_text())
+        assert name in {n.name for n in tree.body if isinstance(n, ast.ClassDef)}, (fmt, name)
 
 
 def test_the_checks_catch_what_they_forbid() -> None:

@@ -10,7 +10,7 @@ Per block, as transformers' Llama computes it:
 
 then the final RMSNorm and the LM head (tied to the embedding or its own weight). RoPE's
 angles are positions x the model's inv_freq, scaled by its attention_scaling. Each
-projection is a program_linear module (dense, spike or weight-only).
+projection is a program/linear.py module (dense, spike or weight-only).
 """
 
 from __future__ import annotations

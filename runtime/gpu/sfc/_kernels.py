@@ -1,4 +1,4 @@
-"""Triton kernels of the SFC convolution (imports triton: load only through sfc_triton).
+"""Triton kernels of the SFC convolution (imports triton: load only through sfc/conv.py).
 
 Three kernels, each reading and writing global memory once:
 

@@ -1,3 +1,4 @@
-"""Resource and latency estimates of an integer design on a device profile: the model
-(estimate) and the decoder layers' work (decoder).
+"""Resource and latency estimates of an integer design on a device profile: what each
+layer computes before folding (work: LayerWork), filled in for CNN layers by the model
+(estimate) and for decoder layers by decoder.
 """
