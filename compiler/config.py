@@ -21,16 +21,19 @@ class _Strict(BaseModel):
 
 
 class ExampleSpec(_Strict):
-    """Example input: `tokens` for language models, `shape` for tensor models."""
+    """Example input: `tokens` for language models, `shape` for tensor models, or `inputs`, an
+    .npz file holding one array per graph input of an `onnx:` model (its own data: shape
+    vectors, indices, real images), used for the reference outputs and verification."""
 
     tokens: int | None = Field(default=None, gt=0)
     shape: list[int] | None = None
+    inputs: str | None = None
     dynamic: bool = False  # language models: export the sequence length as a symbolic dim
 
     @model_validator(mode="after")
     def _one_kind(self) -> ExampleSpec:
-        if self.tokens is not None and self.shape is not None:
-            raise ValueError("give either tokens or shape, not both")
+        if sum(x is not None for x in (self.tokens, self.shape, self.inputs)) > 1:
+            raise ValueError("give one of tokens, shape or inputs")
         if self.shape is not None and (not self.shape or min(self.shape) <= 0):
             raise ValueError("shape must be a non-empty list of positive sizes")
         return self

@@ -43,6 +43,9 @@ def load_model(
     if not sep or not rest:
         raise ModelSpecError(f"model spec {spec!r}: expected builtin:NAME, hf:DIR, "
                              "torch:pkg.module:factory or onnx:FILE")
+    if example.inputs is not None and scheme != "onnx":
+        raise ModelSpecError(f"{spec}: example inputs from a file apply to onnx: models; give "
+                             f"tokens or shape")
     if scheme == "builtin":
         if rest not in BUILTINS:
             raise ModelSpecError(f"unknown built-in model {rest!r} (known: {', '.join(BUILTINS)})")

@@ -9,7 +9,8 @@ import numpy as np
 from ember.compiler.config import ExampleSpec
 from ember.compiler.models.inputs import random_tensor
 from ember.compiler.models.loaded import LoadedModel
-from ember.errors import ModelSpecError, first_line
+from ember.compiler.models.onnx_normalize import default_opset, normalize
+from ember.errors import ModelSpecError, UnsupportedModelError, first_line
 
 
 def onnx_file(spec: str, path: str, example: ExampleSpec, seed: int) -> LoadedModel:
@@ -28,17 +29,69 @@ def onnx_file(spec: str, path: str, example: ExampleSpec, seed: int) -> LoadedMo
         raise ModelSpecError(f"{spec}: not a valid ONNX model: the graph has no nodes")
     initializers = {t.name for t in model.graph.initializer}
     graph_inputs = [i for i in model.graph.input if i.name not in initializers]
-    inputs = {i.name: _example_for(i, example, seed + k) for k, i in enumerate(graph_inputs)}
+    _check_tensors(spec, [*graph_inputs, *model.graph.output])
+    if example.inputs is not None:
+        inputs = given_inputs(spec, Path(example.inputs).expanduser(), graph_inputs)
+    else:
+        inputs = {i.name: _example_for(i, example, seed + k)
+                  for k, i in enumerate(graph_inputs)}
     dynamic = {
         i.name: {a: d.dim_param for a, d in enumerate(i.type.tensor_type.shape.dim) if d.dim_param}
         for i in graph_inputs
     }
+    opset = default_opset(model)
+    model, changes = normalize(model, inputs)
     return LoadedModel(
         spec=spec, kind="onnx", onnx_model=model, inputs=inputs,
         output_names=[o.name for o in model.graph.output],
         dynamic_dims={k: v for k, v in dynamic.items() if v},
-        description=f"ONNX model {file.name} (opset {model.opset_import[0].version})",
+        description=f"ONNX model {file.name} (opset {opset})",
+        info={"normalized": changes} if changes else {},
     )
+
+
+def _check_tensors(spec: str, values: list) -> None:
+    """Inputs and outputs must be tensors of a known element type (not sequences, maps or
+    optionals, which no ember engine passes)."""
+    from onnx import helper
+
+    for value in values:
+        kind = value.type.WhichOneof("value")
+        if kind != "tensor_type":
+            raise UnsupportedModelError(f"{spec}: {value.name} is a {kind or 'untyped value'}; "
+                                        f"ember's engines take and return tensors only")
+        try:
+            helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        except KeyError:
+            raise UnsupportedModelError(f"{spec}: {value.name} has element type "
+                                        f"{value.type.tensor_type.elem_type}, which has no "
+                                        f"numpy type") from None
+
+
+def given_inputs(spec: str, path: Path, graph_inputs: list) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, one per graph input, checked against the graph's declaration
+    (names, element types, ranks and static sizes)."""
+    from onnx import helper
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:
+        raise ModelSpecError(f"{spec}: example inputs {path.name}: {first_line(exc)}") from None
+    names = [i.name for i in graph_inputs]
+    if sorted(arrays) != sorted(names):
+        raise ModelSpecError(f"{spec}: example inputs {path.name} hold {sorted(arrays)}; the "
+                             f"graph's inputs are {names}")
+    for value in graph_inputs:
+        tensor_type, array = value.type.tensor_type, arrays[value.name]
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+        if array.dtype != dtype or (tensor_type.HasField("shape") and (
+                array.ndim != len(dims) or any(d not in (None, s)
+                                               for d, s in zip(dims, array.shape, strict=True)))):
+            raise ModelSpecError(f"{spec}: example input {value.name} is {array.dtype} "
+                                 f"{list(array.shape)}; the graph declares {dtype} {dims}")
+    return {name: arrays[name] for name in names}
 
 
 def _example_for(value_info, example: ExampleSpec, seed: int) -> np.ndarray:

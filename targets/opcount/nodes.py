@@ -14,6 +14,10 @@ multiplications and K - 1 additions (plus one for a bias). So, with `out` output
     BatchNormalization   mults = out, adds = out (folded scale and shift)
     AveragePool / GlobalAveragePool / ReduceMean   adds = out * (window - 1), mults = out
 
+A node of a counted kind whose shapes shape inference cannot resolve (an unknown rank, a
+dimension only known at run time) is listed with `unknown: true` and counts zero; the totals
+say how many such layers there are (`unknown_layers`), so a total is a lower bound then.
+
 MACs are the multiply-accumulates of Conv, MatMul and Gemm only. Other ops (ReLU,
 comparisons, data movement) count zero arithmetic. Parameters are floating-point
 initializer elements (not shape or axis vectors), each counted once at its first consumer.
@@ -39,6 +43,8 @@ ENERGY_PJ = {"mult": 3.7, "add": 0.9, "int8_mult": 0.2, "int8_add": 0.03, "dram_
 ENERGY_MODEL = ("estimate: 45 nm (Horowitz, ISSCC 2014): fp32 mult 3.7 pJ, add 0.9 pJ; "
                 "int8 mult 0.2 pJ, add 0.03 pJ; DRAM 160 pJ/B")
 INT8_OPS = ("ConvInteger", "MatMulInteger")
+COUNTED_OPS = ("Conv", "ConvInteger", "MatMul", "Gemm", "MatMulInteger", "Mul", "Div", "Add",
+               "Sub", "BatchNormalization", "AveragePool", "GlobalAveragePool", "ReduceMean")
 
 
 @dataclass
@@ -50,6 +56,7 @@ class LayerCount:
     macs: int = 0
     mults: int = 0
     adds: int = 0
+    unknown: bool = False  # a counted kind of op whose shapes are not known statically
 
     @property
     def energy_uj(self) -> float:
@@ -64,7 +71,7 @@ def count_ops(model) -> dict[str, Any]:
     """{"layers": [...], "totals": {...}, "energy_model": ...} for an ONNX ModelProto."""
     from onnx import numpy_helper
 
-    inferred = infer_shapes(model, data_prop=True)
+    inferred = _inferred(model)
     shapes = _known_shapes(inferred)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     # weights: floats and 8-bit integers; not int64 shape or axis vectors
@@ -78,9 +85,11 @@ def count_ops(model) -> dict[str, Any]:
                 seen.add(name)
                 layer.params += int(weights[name].size)
                 layer.bytes += stored_bytes(weights[name])
-        _arithmetic(node, shapes, weights, layer)
+        layer.unknown = node.op_type in COUNTED_OPS and not _arithmetic(node, shapes, weights,
+                                                                         layer)
         counted.append((node, layer))
-    layers = [layer for _, layer in counted if layer.params or layer.mults or layer.adds]
+    layers = [layer for _, layer in counted
+              if layer.params or layer.mults or layer.adds or layer.unknown]
     return {"layers": [{**asdict(x), "energy_uj": x.energy_uj} for x in layers],
             "totals": _totals(layers), "energy_model": ENERGY_MODEL,
             "lowered_convs": lowered_convs(counted, shapes, weights)}
@@ -93,11 +102,24 @@ def stored_bytes(array) -> int:
     return int(array.nbytes)
 
 
+def _inferred(model):
+    """The model with inferred value shapes; as it is when shape inference rejects it (then
+    only declared shapes are known, and the rest is counted as unknown)."""
+    from onnx.shape_inference import InferenceError
+
+    try:
+        return infer_shapes(model, data_prop=True)
+    except (InferenceError, ValueError, RuntimeError):
+        return model
+
+
 def _known_shapes(model) -> dict[str, list[int]]:
+    """Fully static shapes by value name (a value without a shape has an unknown rank)."""
     shapes = {}
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
-        dims = value.type.tensor_type.shape.dim
-        if all(d.HasField("dim_value") for d in dims):
+        tensor_type = value.type.tensor_type
+        dims = tensor_type.shape.dim
+        if tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
             shapes[value.name] = [d.dim_value for d in dims]
     for tensor in model.graph.initializer:
         shapes[tensor.name] = list(tensor.dims)
@@ -124,34 +146,19 @@ def _attr(node, name: str, default: Any) -> Any:
     return default
 
 
-def _arithmetic(node, shapes: dict[str, list[int]], weights, layer: LayerCount) -> None:
+def _arithmetic(node, shapes: dict[str, list[int]], weights, layer: LayerCount) -> bool:
+    """Fill in the node's arithmetic; False when a shape it needs is not known."""
     out_shape = shapes.get(node.output[0]) if node.output else None
     if out_shape is None:
-        return
+        return False
     out = math.prod(out_shape)
     op = node.op_type
     if op in ("Conv", "ConvInteger"):
-        w = shapes.get(node.input[1])
-        if w is None:
-            return
-        k = math.prod(w[1:])
-        layer.macs = layer.mults = out * k
-        has_bias = op == "Conv" and len(node.input) > 2 and node.input[2]  # ConvInteger: zero pt
-        layer.adds = out * (k - 1) + (out if has_bias else 0)
-    elif op == "MatMul" and _constant_matrix(node, weights) is not None:
+        return _conv(node, shapes, out, layer)
+    if op == "MatMul" and _constant_matrix(node, weights) is not None:
         _constant_product(node, out_shape, weights, layer)
     elif op in ("MatMul", "Gemm", "MatMulInteger"):
-        a = shapes.get(node.input[0])
-        if a is None:
-            return
-        k = a[0] if op == "Gemm" and _attr(node, "transA", 0) else a[-1]
-        layer.macs = layer.mults = out * k
-        layer.adds = out * (k - 1)
-        if op == "Gemm":
-            has_c = len(node.input) > 2 and bool(node.input[2])
-            layer.adds += out if has_c else 0
-            layer.mults += out if _attr(node, "alpha", 1.0) != 1.0 else 0
-            layer.mults += out if has_c and _attr(node, "beta", 1.0) != 1.0 else 0
+        return _matmul(node, shapes, out, layer)
     elif op in ("Mul", "Div"):
         layer.mults = out
     elif op in ("Add", "Sub"):
@@ -160,9 +167,39 @@ def _arithmetic(node, shapes: dict[str, list[int]], weights, layer: LayerCount) 
         layer.mults = layer.adds = out
     elif op in ("AveragePool", "GlobalAveragePool", "ReduceMean"):
         inp = shapes.get(node.input[0])
-        if inp is not None:
-            window = math.prod(inp) // max(out, 1)
-            layer.adds, layer.mults = out * (window - 1), out
+        if inp is None:
+            return False
+        window = math.prod(inp) // max(out, 1)
+        layer.adds, layer.mults = out * (window - 1), out
+    return True
+
+
+def _conv(node, shapes: dict[str, list[int]], out: int, layer: LayerCount) -> bool:
+    w = shapes.get(node.input[1])
+    if not w:
+        return False
+    k = math.prod(w[1:])
+    layer.macs = layer.mults = out * k
+    # ConvInteger's third input is a zero point, not a bias
+    has_bias = node.op_type == "Conv" and len(node.input) > 2 and bool(node.input[2])
+    layer.adds = out * (k - 1) + (out if has_bias else 0)
+    return True
+
+
+def _matmul(node, shapes: dict[str, list[int]], out: int, layer: LayerCount) -> bool:
+    a = shapes.get(node.input[0])
+    if not a:  # unknown, or a rank MatMul cannot take
+        return False
+    op = node.op_type
+    k = a[0] if op == "Gemm" and _attr(node, "transA", 0) else a[-1]
+    layer.macs = layer.mults = out * k
+    layer.adds = out * (k - 1)
+    if op == "Gemm":
+        has_c = len(node.input) > 2 and bool(node.input[2])
+        layer.adds += out if has_c else 0
+        layer.mults += out if _attr(node, "alpha", 1.0) != 1.0 else 0
+        layer.mults += out if has_c and _attr(node, "beta", 1.0) != 1.0 else 0
+    return True
 
 
 def _constant_matrix(node, weights) -> tuple[int, Any] | None:
@@ -193,4 +230,5 @@ def _totals(layers: list[LayerCount]) -> dict[str, Any]:
     keys = ("params", "bytes", "macs", "mults", "adds")
     totals: dict[str, Any] = {k: sum(getattr(x, k) for x in layers) for k in keys}
     totals["energy_uj"] = sum(x.energy_uj for x in layers)
+    totals["unknown_layers"] = sum(x.unknown for x in layers)
     return totals

@@ -1,6 +1,7 @@
 """Preparing an exported ONNX graph for TVM's importer.
 
-Four rewrites, all exact (they move data or regroup sums, they do not change the math):
+Four rewrites, all exact (they move data or regroup sums, they do not change the math), after
+the importer's own fixes (targets/tvm/graph_fixes.py):
 
 - Transposes of weights are done once, now. The exporter ties SmolLM2's output projection to
   the embedding with a run-time `Transpose` of the 49152 x 576 table (389 ms per call in TVM,
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ember.targets.onnx_io import infer_shapes
+from ember.targets.tvm.graph_fixes import fix_for_importer
 from ember.targets.tvm.sfc.rewrite import fuse_sfc_layers
 
 FLOAT_TYPES = (1, 10, 16, 11)  # onnx.TensorProto FLOAT, FLOAT16, BFLOAT16, DOUBLE
@@ -36,6 +38,7 @@ class Prepared:
     folded_transposes: int
     packed_matmuls: int
     sfc_layers: dict[str, int]  # kernels chosen: {"fused": n, "split": m}
+    importer_fixes: dict[str, int]  # nodes rewritten for TVM's importer, by kind
 
 
 def prepare_for_tvm(model: Any, pack_tile: int | None = None, lanes: int | None = None,
@@ -47,12 +50,13 @@ def prepare_for_tvm(model: Any, pack_tile: int | None = None, lanes: int | None 
 
     unpacked = unpack_weights(model)  # TVM's importer reads no INT4; transposes need floats
     copy = unpacked if unpacked is not model else copy_model(model)
+    fixes = fix_for_importer(copy)
     folded = fold_weight_transposes(copy)
     packed = pack_matmul_weights(copy, pack_tile, lanes or pack_tile) if pack_tile else 0
     # last: ONNX shape inference, which packing needs, stops at the `ember` nodes it adds
     sfc_layers = fuse_sfc_layers(copy, lanes, sfc) if lanes else {"fused": 0, "split": 0}
     weights_only_initializers(copy)
-    return Prepared(copy, folded, packed, sfc_layers)
+    return Prepared(copy, folded, packed, sfc_layers, fixes)
 
 
 def fold_weight_transposes(model: Any) -> int:
@@ -126,7 +130,7 @@ def pack_matmul_weights(model: Any, tile: int, step: int | None = None) -> int:
     nodes, packed = [], 0
     for node in graph.node:
         weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
-        rank = ranks.get(node.input[0])
+        rank = ranks.get(node.input[0]) if weight is not None else None
         width = _column_tile(weight.dims[1], tile, step or tile) \
             if weight is not None and len(weight.dims) == 2 else None
         if width is None or rank is None or rank < 2 or weight.data_type not in FLOAT_TYPES:

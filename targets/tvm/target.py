@@ -105,7 +105,8 @@ class TvmTarget:
                          "fast_math": scheduled and options.get("fast_math", True),
                          "sfc_layers": {"kernels": options.get("sfc", "auto"),
                                         **prepared.sfc_layers},
-                         "folded_weight_transposes": prepared.folded_transposes},
+                         "folded_weight_transposes": prepared.folded_transposes,
+                         "importer_fixes": prepared.importer_fixes},
         }
         return Payload(format="tvm", files=files, info=info)
 

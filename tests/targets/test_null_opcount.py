@@ -117,3 +117,25 @@ def test_lowered_conv_counts(name, form):
     assert record["mult_ratio"] == pytest.approx(9 * square / slots, rel=1e-12)
     input_side = [x for x in report["layers"] if x["op"] == "MatMul" and x["params"] == 0]
     assert input_side and record["adds"] > record["gemm_mults"]
+
+
+def test_unknown_shapes_are_marked_not_raised():
+    """A MatMul and a Gemm on an input of unknown rank: both are listed as unknown and count
+    zero; the known ones (the Add on a declared shape) still count exactly."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, None)  # no shape at all
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 3])
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    w2 = numpy_helper.from_array(np.ones((3, 2), np.float32), "w2")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"]),
+             helper.make_node("Gemm", ["h", "w2"], ["y"]),
+             helper.make_node("Add", ["b", "b"], ["z"])]
+    graph = helper.make_graph(nodes, "g", [x, b],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [2, 3])],
+                              [w, w2])
+    report = count_ops(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    assert [(layer["op"], layer["unknown"]) for layer in report["layers"]] == [
+        ("MatMul", True), ("Gemm", True), ("Add", False)]
+    assert report["totals"]["unknown_layers"] == 2
+    assert report["totals"]["params"] == 12 + 6
+    assert (report["totals"]["macs"], report["totals"]["adds"]) == (0, 6)

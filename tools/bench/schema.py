@@ -31,6 +31,7 @@ class Ops(_Frozen):
     mults: int
     adds: int
     energy_uj: float
+    unknown_layers: int = 0  # layers whose shapes are only known at run time: not counted
 
 
 class LayerOps(_Frozen):

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tvm: stop tuning after M minutes (alone or with --tune)")
     p.add_argument("--tokens", type=int, help="example sequence length (language models)")
     p.add_argument("--shape", help="example input shape, e.g. 1,3,32,32 (tensor models)")
+    p.add_argument("--inputs", metavar="FILE.npz",
+                   help="example inputs of an onnx: model, one array per graph input")
     p.add_argument("--dynamic", action="store_true", help="export the sequence length as symbolic")
     p.add_argument("--seed", type=int, help="seed for example inputs")
     p.add_argument("--force", action="store_true", help="replace an existing artifact")
@@ -75,6 +77,8 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         example["tokens"] = args.tokens
     if args.shape is not None:
         example["shape"] = _shape(args.shape)
+    if args.inputs is not None:
+        example["inputs"] = args.inputs
     if args.dynamic:
         example["dynamic"] = True
     if example:

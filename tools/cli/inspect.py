@@ -187,4 +187,10 @@ def _lowered_table(records: list[dict[str, Any]]) -> str:
 def _ops_line(totals: dict[str, Any]) -> str:
     return (f"{human_count(totals['macs'])} MACs, {human_count(totals['mults'])} mults, "
             f"{human_count(totals['adds'])} adds, {human_bytes(totals['bytes'])} of weights, "
-            f"~{totals['energy_uj']:.3g} uJ estimated")
+            f"~{totals['energy_uj']:.3g} uJ estimated{_unknown(totals)}")
+
+
+def _unknown(totals: dict[str, Any]) -> str:
+    count = totals.get("unknown_layers", 0)  # artifacts made before it was counted lack it
+    return f" (a lower bound: {count} layers have shapes known only at run time)" if count \
+        else ""

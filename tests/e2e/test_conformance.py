@@ -1,0 +1,59 @@
+"""The conformance run's fast subset: a slice of the onnx node cases and one zoo model through
+cpu and tvm (the full run is a README command; its table is in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ember.tools.conformance.cases import collect
+from ember.tools.conformance.report import summary
+from ember.tools.conformance.run_case import compare
+
+# ops with float, integer and shape inputs, reductions, a broadcast, a sequence input
+SUBSET = r"^test_(abs|add_bcast|argmax_default_axis_example|concat_2d_axis_0|" \
+         r"gather_0|reshape_reordered_all_dims|reduce_sum_keepdims_example|relu|" \
+         r"sequence_insert_at_back|slice|transpose_default|where_example)$"
+
+
+def test_collect_finds_the_shipped_cases():
+    node = collect(["onnx-node"])
+    assert len(node) > 1500 and len({c.name for c in node}) == len(node)
+    zoo = collect(["onnx-zoo"])
+    assert [c.name for c in zoo][:2] == ["light_bvlc_alexnet", "light_densenet121"]
+    model, inputs, expected = zoo[0].load()
+    assert inputs["data_0"].shape == (1, 3, 224, 224) and list(expected) == ["prob_1"]
+
+
+def test_compare_states_the_first_difference():
+    want = {"y": np.array([1.0, np.nan, 3.0])}
+    assert compare({"y": np.array([1.0, np.nan, 3.0005])}, want, 1e-3, 0)[0] == "pass"
+    assert compare({"y": np.array([1.0, 2.0, 3.0])}, want, 1e-3, 0) == \
+        ("wrong", "y: 1 of 3 values differ")
+    assert compare({"y": np.zeros(2)}, want, 1e-3, 0) == ("wrong", "y: shape [2], expected [3]")
+
+
+@pytest.mark.tvm
+def test_fast_subset_has_no_internal_errors(tmp_path):
+    pytest.importorskip("tvm")
+    for suite, match in (("onnx-node", SUBSET), ("onnx-zoo", "squeezenet")):
+        done = subprocess.run([sys.executable, "-m", "ember.tools.conformance", "--suite", suite,
+                               "--match", match, "--target", "cpu,tvm", "-o",
+                               str(tmp_path / suite)], capture_output=True, text=True,
+                              timeout=900)
+        assert done.returncode == 0, done.stderr[-2000:]
+        report = json.loads((tmp_path / suite / "report.json").read_text())
+        table = summary(report["results"])[suite]
+        assert all(table[t]["internal"] == 0 and table[t]["wrong"] == 0 for t in table), table
+        if suite == "onnx-zoo":
+            assert table == {t: {"pass": 1, "declined": 0, "wrong": 0, "internal": 0}
+                             for t in ("cpu", "tvm")}
+        else:  # the sequence case is declined in one line; the rest pass on both
+            assert table["cpu"]["pass"] == table["tvm"]["pass"] == 11, report["results"]
+            declined = [r for r in report["results"] if r["status"] == "declined"]
+            assert {r["case"] for r in declined} == {"test_sequence_insert_at_back"}
+        assert (tmp_path / suite / "report.md").read_text().count("| " + suite) == 2
