@@ -52,8 +52,13 @@ def test_fast_subset_has_no_internal_errors(tmp_path):
         if suite == "onnx-zoo":
             assert table == {t: {"pass": 1, "declined": 0, "wrong": 0, "internal": 0}
                              for t in ("cpu", "tvm")}
-        else:  # the sequence case is declined in one line; the rest pass on both
-            assert table["cpu"]["pass"] == table["tvm"]["pass"] == 11, report["results"]
-            declined = [r for r in report["results"] if r["status"] == "declined"]
-            assert {r["case"] for r in declined} == {"test_sequence_insert_at_back"}
+        else:  # declined in one line: the sequence input (both), and on tvm the axes and
+            # the shape that arrive as run-time inputs, which TVM's importer cannot take
+            declined = {(r["target"], r["case"]) for r in report["results"]
+                        if r["status"] == "declined"}
+            assert declined == {("cpu", "test_sequence_insert_at_back"),
+                                ("tvm", "test_sequence_insert_at_back"),
+                                ("tvm", "test_reduce_sum_keepdims_example"),
+                                ("tvm", "test_reshape_reordered_all_dims")}, declined
+            assert (table["cpu"]["pass"], table["tvm"]["pass"]) == (11, 9)
         assert (tmp_path / suite / "report.md").read_text().count("| " + suite) == 2

@@ -119,8 +119,12 @@ def _tensor(path: Path) -> np.ndarray:
 def _named(values: Any, arrays: list[Any]) -> dict[str, np.ndarray]:
     from onnx import numpy_helper
 
-    def as_array(item: Any) -> np.ndarray:
-        return numpy_helper.to_array(item) if hasattr(item, "raw_data") else np.asarray(item)
+    def as_array(item: Any) -> Any:
+        """A tensor as an array; sequences, maps and optionals stay as they are (ember
+        declines graphs that take or return them)."""
+        if hasattr(item, "raw_data"):
+            return numpy_helper.to_array(item)
+        return item if isinstance(item, (list, dict)) or item is None else np.asarray(item)
 
     return {v.name: as_array(a) for v, a in zip(values, arrays, strict=False)}
 

@@ -68,7 +68,8 @@ def _ember(model: Any, inputs: dict[str, np.ndarray], target: str,
 
     work.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(work / "model.onnx"))
-    np.savez(work / "inputs.npz", **inputs)
+    np.savez(work / "inputs.npz", **{k: v for k, v in inputs.items()
+                                      if isinstance(v, np.ndarray)})
     out = compile_model({"model": f"onnx:{work / 'model.onnx'}", "target": target,
                          "example": {"inputs": str(work / "inputs.npz")},
                          "output": str(work / "artifact")}, force=True)
