@@ -61,6 +61,9 @@ class Prepared:
     tolerance: Tolerance
     model_record: dict[str, Any]  # the manifest's "model" entry (hashing weights once)
     op_report: dict[str, Any]  # per-layer op counts of the exported graph (targets/opcount)
+    #: onnx: models whose reference outputs come from onnx's reference evaluator, because
+    #: ONNX Runtime cannot run them: ONNX Runtime's reason (None: it ran them)
+    onnxruntime_failure: str | None = None
 
 
 def resolve_config(config: CompileConfig | dict[str, Any] | str | Path, source: str | None = None,
@@ -86,10 +89,11 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
     ctx = PassContext(example_inputs=_torch_inputs(loaded), seed=config.seed, progress=progress,
                       data=LocalData(loaded.info.get("tokenizer")), work_dir=work_dir(config))
     model, records = run_passes(loaded.module, config.passes, ctx)
+    ort_failure = None
     if model is None:
         onnx_model = loaded.onnx_model
         with progress.stage("reference outputs (onnxruntime on the source model)"):
-            reference = _onnx_reference(onnx_model, loaded)
+            reference, ort_failure = _onnx_reference(onnx_model, loaded)
     else:
         with progress.stage("reference outputs (torch model after passes)"):
             reference = _torch_reference(model, loaded)
@@ -108,7 +112,7 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
         if spiking is not None:
             op_report["spiking"] = spiking
     return Prepared(config, loaded, model, records, onnx_model, reference, tolerance,
-                    model_record, op_report)
+                    model_record, op_report, ort_failure)
 
 
 def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
@@ -121,6 +125,8 @@ def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
     available, why = spec.available()
     if not available:
         raise UserError(f"target {config.target} is not available here: {why}")
+    if prepared.onnxruntime_failure and config.target == "cpu":  # its engine is ONNX Runtime
+        raise UnsupportedModelError(prepared.onnxruntime_failure)
     output = Path(output)
     with ArtifactWriter(output, force) as folder:
         with progress.stage(f"compiling for {config.target}"):
@@ -187,7 +193,11 @@ def _torch_reference(model: Any, loaded: LoadedModel) -> dict[str, np.ndarray]:
     return {n: o.detach().numpy() for n, o in zip(loaded.output_names, outs, strict=True)}
 
 
-def _onnx_reference(onnx_model: Any, loaded: LoadedModel) -> dict[str, np.ndarray]:
+def _onnx_reference(onnx_model: Any, loaded: LoadedModel
+                    ) -> tuple[dict[str, np.ndarray], str | None]:
+    """(the source model's outputs, None) from ONNX Runtime; where it cannot run the model,
+    (the outputs of onnx's reference evaluator, ONNX Runtime's reason); a decline when
+    neither runs it."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -196,10 +206,16 @@ def _onnx_reference(onnx_model: Any, loaded: LoadedModel) -> dict[str, np.ndarra
         session = ort.InferenceSession(onnx_model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
         outs = session.run(loaded.output_names, loaded.inputs)
+        return dict(zip(loaded.output_names, outs, strict=True)), None
     except Exception as exc:  # ORT raises its own Fail / InvalidArgument / NotImplemented types
-        raise UnsupportedModelError(
-            f"ONNX Runtime cannot run the source model: {first_line(exc)}") from None
-    return dict(zip(loaded.output_names, outs, strict=True))
+        failure = f"ONNX Runtime cannot run the source model: {first_line(exc)}"
+    try:
+        from onnx.reference import ReferenceEvaluator
+
+        outs = ReferenceEvaluator(onnx_model).run(loaded.output_names, loaded.inputs)
+    except Exception:  # the evaluator's own error kinds: ORT's reason is the one to give
+        raise UnsupportedModelError(failure) from None
+    return {n: np.asarray(o) for n, o in zip(loaded.output_names, outs, strict=True)}, failure
 
 
 def _tolerance(config: CompileConfig, loaded: LoadedModel, records: list[PassRecord]) -> Tolerance:
@@ -295,6 +311,8 @@ def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder:
                                  checked, payload.verify_device)
     if payload.verify_device is not None:
         result["device"] = payload.verify_device
+    if prepared.onnxruntime_failure:
+        result["reference"] = "onnx's reference evaluator (ONNX Runtime cannot run the model)"
     if result["status"] != "passed":
         raise VerificationError(f"verification failed: {describe_failure(result)}")
     layers = _verify_integer_layers(prepared, progress)

@@ -1,9 +1,10 @@
 """Comparing outputs with a reference under a tolerance.
 
 An output passes when its shape and dtype match and every element satisfies
-|a - b| <= atol + rtol * |b| (numpy's `allclose` rule). Recorded per output: the max
-absolute error and the max error relative to the reference's largest magnitude,
-max|a - b| / max|b|.
+|a - b| <= atol + rtol * |b| (numpy's `allclose` rule), or is NaN where the reference is NaN,
+or the same infinity (a masked softmax or a log of zero computes those on purpose).
+Recorded per output, over the other elements: the max absolute error and the max error
+relative to the reference's largest magnitude, max|a - b| / max|b|.
 """
 
 from __future__ import annotations
@@ -37,15 +38,24 @@ def _compare_one(actual: np.ndarray, reference: np.ndarray, tol: Tolerance) -> d
                 "problem": f"got {actual.dtype}{list(actual.shape)}, "
                            f"expected {reference.dtype}{list(reference.shape)}"}
     a, b = actual.astype(np.float64), reference.astype(np.float64)
-    passed = bool(np.all(np.abs(a - b) <= tol.atol + tol.rtol * np.abs(b)))
-    max_abs, max_rel = max_errors(actual, reference)
+    alike = _same_special(a, b)
+    with np.errstate(invalid="ignore"):  # inf - inf: not close, which is the answer
+        close = np.isfinite(b) & (np.abs(a - b) <= tol.atol + tol.rtol * np.abs(b))
+    passed = bool(np.all(alike | close))
+    max_abs, max_rel = max_errors(actual[~alike], reference[~alike])
     return {"passed": passed, "max_abs": max_abs, "max_rel": max_rel}
+
+
+def _same_special(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Where both are NaN, or both the same infinity."""
+    return (np.isnan(a) & np.isnan(b)) | (np.isinf(b) & (a == b))
 
 
 def max_errors(actual: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     """(max|a - b|, max|a - b| / max|b|); the second falls back to the first when b is 0."""
     a, b = actual.astype(np.float64), reference.astype(np.float64)
-    max_abs = float(np.abs(a - b).max()) if a.size else 0.0
+    with np.errstate(invalid="ignore"):
+        max_abs = float(np.abs(a - b).max()) if a.size else 0.0
     scale = float(np.abs(b).max()) if b.size else 0.0
     return max_abs, max_abs / scale if scale else max_abs
 

@@ -56,7 +56,7 @@ def _check_one(spec: dict[str, Any], value: Any, bound: dict[str, int]) -> np.nd
         if isinstance(dim, str) and bound.setdefault(dim, size) != size:
             raise InputError(f"input {name!r}: dim {dim!r} is {size} here but {bound[dim]} "
                              "in another input")
-    return np.ascontiguousarray(value)
+    return np.require(value, requirements="C")  # ascontiguousarray makes a 0-d array 1-d
 
 
 def _show(shape: list[Dim]) -> str:

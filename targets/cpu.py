@@ -40,7 +40,8 @@ class CpuTarget:
             "model_file": "model.onnx", "execution_provider": "CPUExecutionProvider",
             "graph_optimization": "ORT_ENABLE_ALL", "threads": options.get("threads", 0),
             "onnxruntime": onnxruntime.__version__,
-            "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+            "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+                         default=None),  # None: only other domains (ai.onnx.ml)
         }
         return Payload(format="onnx", files=files, info=info)
 

@@ -50,25 +50,26 @@ def schedule_rules(vector_bytes: int) -> list[Any]:
     """The DLight rules, in the order they are tried on each TIR function."""
     from tvm.s_tir import dlight
 
-    return [Contraction(vector_bytes), dlight.cpu.GEMV(), dlight.cpu.Reduction(),
-            Spatial(vector_bytes)]
+    return [Contraction(vector_bytes), Guarded(dlight.cpu.GEMV()),
+            Guarded(dlight.cpu.Reduction()), Spatial(vector_bytes)]
 
 
-def front_passes(target: Any, fast_math: bool = True) -> list[Any]:
-    """TVM's CPU passes up to fused TIR functions, with NHWC convs and weight-only work
-    lifted out (and vectorizable exp/sigmoid/softmax with `fast_math`,
+def front_passes(target: Any, fast_math: bool = True, layout: bool = True) -> list[Any]:
+    """TVM's CPU passes up to fused TIR functions, with NHWC convs (`layout`) and weight-only
+    work lifted out (and vectorizable exp/sigmoid/softmax with `fast_math`,
     targets/tvm/fast_math.py); tuning (targets/tvm/tune.py) sees the module at this point."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     from ember.targets.tvm.fast_math import fast_math_pass
 
-    layout = tvm.relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
+    convert = tvm.relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]})
     # computations on weights alone (the HWIO transforms) move to a separate
     # `main_transform_params` function, which the engine runs once at load
     lift = tvm.relax.transform.LiftTransformParams()
     fast = [fast_math_pass()] if fast_math else []
-    return fast + cpu.library_dispatch_passes(target) + [layout, lift] + cpu.legalize_passes(target)
+    return fast + cpu.library_dispatch_passes(target) + ([convert] if layout else []) + \
+        [lift] + cpu.legalize_passes(target)
 
 
 def back_pipeline(target: Any, vector_bytes: int) -> Any:
@@ -85,6 +86,21 @@ def back_pipeline(target: Any, vector_bytes: int) -> Any:
             return tvm.transform.Sequential(passes)(mod)
 
     return _pipeline
+
+
+class Guarded:
+    """One of TVM's DLight rules that gives up instead of raising: on a function it cannot
+    schedule (a reduction block that is also an output, say) the next rule is tried, and a
+    function no rule takes keeps TVM's default lowering, instead of failing the build."""
+
+    def __init__(self, rule: Any) -> None:
+        self.rule = rule
+
+    def apply(self, func: Any, target: Any, tunable: bool) -> Any:
+        try:
+            return self.rule.apply(func, target, tunable)
+        except Exception:  # TVM's schedule primitives raise their own error kinds
+            return None
 
 
 class _Rule:

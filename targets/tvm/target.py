@@ -21,6 +21,7 @@ from ember.progress import Progress
 from ember.targets.base import ModuleSource, Payload, check_known_options
 from ember.targets.host import cpu_features, cpu_name
 from ember.targets.tvm.apply_tuning import use_tuning
+from ember.targets.tvm.graph_fixes import unsupported_by_importer
 from ember.targets.tvm.int8 import has_vnni, lower_int8_matmuls
 from ember.targets.tvm.prep import prepare_for_tvm
 from ember.targets.tvm.schedules import (
@@ -81,6 +82,9 @@ class TvmTarget:
         vector_bytes = _vector_bytes(tvm, target)
         tile = MAX_VECTORS_PER_TILE * (vector_bytes // 4)  # fp32 lanes x vectors per tile
         lanes = vector_bytes // 4
+        declined = unsupported_by_importer(source.onnx_model)
+        if declined:
+            raise UnsupportedModelError(f"TVM's ONNX importer cannot express {declined}")
         prepared = prepare_for_tvm(source.onnx_model, pack_tile=tile if scheduled else None,
                                    lanes=lanes if scheduled else None,
                                    sfc=options.get("sfc", "auto"))
@@ -88,7 +92,8 @@ class TvmTarget:
             mod, param_names, params = _import(prepared.model, relax)
         vnni = scheduled and options.get("vnni", True) and has_vnni(tvm, target)
         mod, int8_products = lower_int8_matmuls(mod) if vnni else (mod, 0)
-        tuning = _build(tvm, mod, target, vector_bytes, options, out_dir / LIBRARY, progress)
+        tuning, layout = _build(tvm, mod, target, vector_bytes, options, out_dir / LIBRARY,
+                                progress)
         files = [LIBRARY]
         if param_names:
             save_file(dict(zip(param_names, params, strict=True)), str(out_dir / PARAMS))
@@ -99,7 +104,7 @@ class TvmTarget:
             "cpu_features": cpu_features(), "opt_level": options.get("opt_level", 3),
             "transform_params": scheduled,  # run main_transform_params once at load
             "schedule": {"rules": SCHEDULE_VERSION if scheduled else "none",
-                         "vector_bytes": vector_bytes, "tuning": tuning,
+                         "vector_bytes": vector_bytes, "tuning": tuning, "layout": layout,
                          "packed_matmul_weights": prepared.packed_matmuls,
                          "int8_products_vnni": int8_products,
                          "fast_math": scheduled and options.get("fast_math", True),
@@ -112,7 +117,27 @@ class TvmTarget:
 
 
 def _build(tvm, mod, target, vector_bytes: int, options: dict[str, Any], library: Path,
-           progress: Progress) -> dict[str, Any]:
+           progress: Progress) -> tuple[dict[str, Any], str]:
+    """Build with NHWC convolutions; where TVM's layout pass fails on the graph, again in the
+    graph's own layout; where TVM cannot build it at all, a one-line decline naming TVM's
+    error. Returns the tuning record for the manifest and the layout used."""
+    try:
+        return _build_once(tvm, mod, target, vector_bytes, options, library, progress,
+                           True), "NHWC convolutions"
+    except Exception:  # TVM raises many kinds (InternalError, ScheduleError, AssertionError)
+        progress.warn("TVM failed on this graph with NHWC convolutions; building it in its "
+                      "own layout")
+    try:
+        return _build_once(tvm, mod, target, vector_bytes, options, library, progress,
+                           False), "the graph's own (TVM's layout pass failed on it)"
+    except Exception as exc:
+        tvm_report = type(exc).__module__.startswith("tvm")
+        raise UnsupportedModelError(f"TVM cannot build the graph: {type(exc).__name__}: "
+                                    f"{first_line(exc, last=tvm_report)}") from None
+
+
+def _build_once(tvm, mod, target, vector_bytes: int, options: dict[str, Any], library: Path,
+                progress: Progress, layout: bool) -> dict[str, Any]:
     """Lower, schedule (tuned records first, then ember's rules) and build; returns the
     tuning record for the manifest."""
     scheduled = options.get("schedule", "ember") == "ember"
@@ -121,7 +146,7 @@ def _build(tvm, mod, target, vector_bytes: int, options: dict[str, Any], library
         if scheduled:
             with target, _silenced_fds():  # legalizing a Gather prints a TOPI warning
                 mod = tvm.transform.Sequential(
-                    front_passes(target, options.get("fast_math", True)))(mod)
+                    front_passes(target, options.get("fast_math", True), layout))(mod)
             if options.get("tuning", True):
                 mod, tuning = use_tuning(mod, target, vector_bytes, options.get("tune_trials"),
                                          options.get("tune_minutes"), progress)

@@ -150,3 +150,35 @@ def test_example_inputs_that_do_not_fit_are_one_line_errors(tmp_path, arrays, me
         ember.compile({"model": f"onnx:{tmp_path / 'r.onnx'}", "target": "cpu",
                        "example": {"inputs": str(tmp_path / "in.npz")},
                        "output": str(tmp_path / "a")})
+
+
+def _uint16_max() -> onnx.ModelProto:
+    """Max on uint16: onnx's standard allows it; ONNX Runtime has no kernel for it."""
+    a = helper.make_tensor_value_info("a", TensorProto.UINT16, [3])
+    b = helper.make_tensor_value_info("b", TensorProto.UINT16, [3])
+    graph = helper.make_graph([helper.make_node("Max", ["a", "b"], ["m"])], "m", [a, b],
+                              [helper.make_tensor_value_info("m", TensorProto.UINT16, [3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.tvm
+def test_a_model_onnxruntime_cannot_run_verifies_against_onnx_reference(tmp_path):
+    """tvm builds it and verifies against onnx's reference evaluator (recorded); cpu, whose
+    engine is ONNX Runtime, declines in one line naming ONNX Runtime's reason."""
+    from ember.errors import UnsupportedModelError
+
+    pytest.importorskip("tvm")
+    onnx.save(_uint16_max(), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "in.npz", a=np.array([1, 9, 3], np.uint16),
+             b=np.array([4, 2, 65535], np.uint16))
+    config = {"model": f"onnx:{tmp_path / 'm.onnx'}",
+              "example": {"inputs": str(tmp_path / "in.npz")}}
+    out = ember.compile({**config, "target": "tvm", "output": str(tmp_path / "t")})
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["verification"]["reference"].startswith("onnx's reference evaluator")
+    got = rt.load(out).run({"a": np.array([5, 0, 7], np.uint16),
+                            "b": np.array([1, 8, 7], np.uint16)})["m"]
+    np.testing.assert_array_equal(got, [5, 8, 7])
+    with pytest.raises(UnsupportedModelError, match="ONNX Runtime cannot run the source model"):
+        ember.compile({**config, "target": "cpu", "output": str(tmp_path / "c")})
+    assert not (tmp_path / "c").exists()

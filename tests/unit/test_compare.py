@@ -31,3 +31,13 @@ def test_shape_or_dtype_mismatch_fails():
     dtype = compare_outputs({"y": np.zeros((2, 3), np.float64)}, {"y": ref}, TOL)
     assert shape["status"] == dtype["status"] == "failed"
     assert "expected float32[2, 3]" in describe_failure(shape)
+
+
+def test_nan_and_infinity_where_the_reference_has_them_pass():
+    ref = np.array([np.nan, -np.inf, np.inf, 2.0], np.float32)
+    same = compare_outputs({"y": ref.copy()}, {"y": ref}, TOL)
+    assert same["status"] == "passed" and same["outputs"]["y"]["max_abs"] == 0.0
+    for wrong in ([1.0, -np.inf, np.inf, 2.0], [np.nan, np.inf, np.inf, 2.0],
+                  [np.nan, -np.inf, np.inf, np.nan]):
+        got = np.array(wrong, np.float32)
+        assert compare_outputs({"y": got}, {"y": ref}, TOL)["status"] == "failed", wrong

@@ -48,7 +48,7 @@ def test_overrides_replace_file_values(tmp_path):
          "target option 'threads' must be int"),
         ({"model": "builtin:tiny-llama", "example": {"tokens": 0}}, "example.tokens"),
         ({"model": "builtin:tiny-cnn", "example": {"tokens": 4, "shape": [1]}},
-         "give either tokens or shape"),
+         "give one of tokens, shape or inputs"),
     ],
 )
 def test_invalid_configs_name_the_problem(data, message):

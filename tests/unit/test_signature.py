@@ -39,3 +39,11 @@ def test_rejects_bad_inputs(mutate, message):
     with pytest.raises(InputError) as info:
         check_inputs(inputs, SPECS)
     assert message in str(info.value)
+
+
+def test_scalar_inputs_keep_rank_zero():
+    """A 0-d input (Clip's min, say) reaches the engine 0-d: numpy's ascontiguousarray would
+    make it 1-d, which TVM's VM refuses."""
+    specs = [{"name": "min", "shape": [], "dtype": "float32"}]
+    checked = check_inputs({"min": np.array(0.5, np.float32)}, specs)
+    assert checked["min"].shape == () and checked["min"].flags.c_contiguous
