@@ -27,7 +27,7 @@ def hf_directory(spec: str, path: str, example: ExampleSpec, seed: int) -> Loade
 
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
-        causal = any(a.endswith("ForCausalLM") for a in (config.architectures or []))
+        causal = bool(set(config.architectures or []) & _causal_lm_classes())
         factory = AutoModelForCausalLM if causal else AutoModel
         model = factory.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as exc:
@@ -46,6 +46,16 @@ def hf_directory(spec: str, path: str, example: ExampleSpec, seed: int) -> Loade
     if generation is not None:
         loaded.info["generation_config"] = generation
     return loaded
+
+
+def _causal_lm_classes() -> set[str]:
+    """transformers' causal LM class names (LlamaForCausalLM, GPT2LMHeadModel, ...)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    names: set[str] = set()
+    for value in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values():
+        names.update([value] if isinstance(value, str) else value)
+    return names
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember.errors import UnsupportedModelError
+from ember.errors import ConfigError, UnsupportedModelError
 from ember.passes.contract import PassContext, PassResult, Tolerance, check_data_spec
 from ember.passes.prune.cnn.prune import prune_cnn
 from ember.passes.prune.errors import PruneError
@@ -107,6 +107,7 @@ class StructuralPruning:
             lm = _causal_lm(model)
             if lm is not None:
                 return self._prune_llm(model, lm, ctx)
+            _decline_encoders(model)
             return self._prune_cnn(model, ctx)
         except PruneError as exc:
             raise UnsupportedModelError(f"prune: {exc}") from None
@@ -139,6 +140,10 @@ class StructuralPruning:
         if self.method not in CNN_METHODS:
             raise PruneError(f"method {self.method} is for language models; CNNs take "
                                 f"{', '.join(CNN_METHODS)}")
+        if self.data != "digits" and (self.steps > 0 or self.method == "taylor"):
+            raise ConfigError(f"prune: CNNs fine-tune and score on labelled images (data="
+                              f"digits), not {self.data}; method=magnitude with steps=0 "
+                              f"needs no data")
         example = next(iter(ctx.example_inputs.values()))
         batches = (ctx.tuning_data(self.data).digit_batches(64, self.seed)
                    if self.data == "digits" else [])
@@ -149,9 +154,19 @@ class StructuralPruning:
 
 
 def _causal_lm(model: nn.Module) -> nn.Module | None:
-    """The transformers causal LM inside ember's CausalLMLogits wrapper, if that is what this is."""
+    """The transformers causal LM inside ember's CausalLMLogits wrapper, if that is what this
+    is (of any family: the group analysis declines the ones it does not know, by name)."""
     lm = getattr(model, "lm", None)
-    return lm if lm is not None and hasattr(lm, "config") and hasattr(lm, "model") else None
+    return lm if lm is not None and hasattr(lm, "config") else None
+
+
+def _decline_encoders(model: nn.Module) -> None:
+    """A transformers encoder (ember's EncoderHidden wrapper) is declined by its model type."""
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None and hasattr(encoder, "config"):
+        model_type = getattr(encoder.config, "model_type", "?")
+        raise PruneError(f"model type {model_type!r} is an encoder; structural pruning takes "
+                         f"Llama-family causal LMs and CNNs")
 
 
 def _plain(stats: dict[str, Any]) -> dict[str, Any]:

@@ -140,10 +140,12 @@ def _one_of(name: str, value: object, allowed: tuple) -> None:
 
 def _causal_lm(model: nn.Module) -> nn.Module:
     lm = getattr(model, "lm", None)
-    if lm is None or not hasattr(lm, "config") or not hasattr(lm, "model"):
-        raise UnsupportedModelError("spike: the pass quantizes causal language models "
-                                    "(builtin:smollm2-135m, hf: Llama-family); this model is "
-                                    "not one")
+    if lm is None or not hasattr(lm, "config"):
+        encoder = getattr(model, "encoder", None)
+        what = f"model type {encoder.config.model_type!r} is an encoder" if hasattr(
+            encoder, "config") else "this model is not one"
+        raise UnsupportedModelError(f"spike: the pass quantizes causal language models "
+                                    f"(builtin:smollm2-135m, hf: Llama-family); {what}")
     model_type = getattr(lm.config, "model_type", "?")
     if model_type not in SUPPORTED_MODEL_TYPES:
         known = ", ".join(SUPPORTED_MODEL_TYPES)

@@ -31,9 +31,12 @@ from ember.passes.prune.errors import PruneError
 
 # Model types whose modeling code has exactly the Llama layout and RMSNorm `w * x / rms(x)`,
 # with the width taken from the config (`head_dim` read explicitly when present).
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+# Qwen3 normalizes each query and key head (RMSNorm over head_dim): pruning whole heads or
+# residual channels leaves those per-head weights as they are
+_HEAD_NORMS = {"qwen3": ("q_norm", "k_norm")}
 _MLP = ("gate_proj", "up_proj", "down_proj")
 _LAYER = ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
 
@@ -122,7 +125,8 @@ def _check_layer(lm: nn.Module, prefix: str, hidden: int, q_width: int, kv_width
     """Exactly the Llama children with the uniform shapes (out, in) of nn.Linear weights."""
     layer = _submodule(lm, prefix)
     _exact_children(layer, prefix, _LAYER)
-    _exact_children(layer.self_attn, f"{prefix}.self_attn", _ATTENTION)
+    head_norms = _HEAD_NORMS.get(lm.config.model_type, ())
+    _exact_children(layer.self_attn, f"{prefix}.self_attn", (*_ATTENTION, *head_norms))
     _exact_children(layer.mlp, f"{prefix}.mlp", _MLP)
     shapes = {
         "self_attn.q_proj": (q_width, hidden), "self_attn.k_proj": (kv_width, hidden),

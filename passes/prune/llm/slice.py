@@ -287,6 +287,7 @@ def _rules(plan: _Plan) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     groups = plan.groups
     hidden = plan.hidden
     vocab = torch.arange(plan.vocab)
+    head = torch.arange(groups.head_dim)  # per-head norms (Qwen3's q_norm, k_norm) stay whole
     rules = {"model.embed_tokens": (vocab, hidden), "lm_head": (vocab, hidden),
              "model.norm": (hidden, None)}
     for i in range(groups.num_layers):
@@ -304,6 +305,8 @@ def _rules(plan: _Plan) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
             f"{prefix}.mlp.down_proj": (hidden, ffn),
             f"{prefix}.input_layernorm": (hidden, None),
             f"{prefix}.post_attention_layernorm": (hidden, None),
+            f"{prefix}.self_attn.q_norm": (head, None),
+            f"{prefix}.self_attn.k_norm": (head, None),
         })
     return rules
 
