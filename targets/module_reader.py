@@ -187,8 +187,8 @@ def _module_node(node: fx.Node, m: nn.Module, args: list[str], shape: tuple[int,
     if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
         if target != "fpga":  # float targets run it; the fpga design has no float path
             return Node(node.name, "batchnorm", args, shape, m)
-        raise UnsupportedModule(f"{where}: BatchNorm has no integer kernel; run the fold_bn pass "
-                                f"first")
+        raise UnsupportedModule(f"{where}: BatchNorm has no integer kernel; it folds only into "
+                                f"a conv or linear that feeds it, and none feeds this one")
     if isinstance(m, nn.Conv2d):
         if m.padding_mode != "zeros" or m.dilation != (1, 1) or isinstance(m.padding, str):
             raise UnsupportedModule(f"{where}: only zero padding, no dilation, numeric padding")

@@ -107,7 +107,7 @@ DECLINED = {
                   "the model holds 16.8M weights; the C simulation compiles designs of up to 16M"),
     "lone batchnorm": ("def make():\n"
                        "    return nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2))\n",
-                       "BatchNorm has no integer kernel; run the fold_bn pass first"),
+                       "BatchNorm has no integer kernel; it folds only into a conv or linear"),
 }
 
 
