@@ -86,7 +86,9 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
     with progress.stage(f"loading {config.model}"):
         loaded = load_model(config.model, config.example, config.seed, progress)
     model_record = _model_record(loaded)  # before passes: the weights as loaded
-    ctx = PassContext(example_inputs=_torch_inputs(loaded), seed=config.seed, progress=progress,
+    examples = _torch_inputs(loaded) if loaded.module is not None else {}  # onnx: no passes,
+    #                                    and inputs torch has no dtype for (bfloat16, float8)
+    ctx = PassContext(example_inputs=examples, seed=config.seed, progress=progress,
                       data=LocalData(loaded.info.get("tokenizer")), work_dir=work_dir(config))
     model, records = run_passes(loaded.module, config.passes, ctx)
     ort_failure = None

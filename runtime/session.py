@@ -46,6 +46,10 @@ class Session:
             #                       outside the vocabulary): a problem with the values given
             raise InputError(f"the {self.manifest['format']} engine failed on these inputs: "
                              f"{first_line(exc)}") from None
+        if len(outputs) != len(self.output_specs):
+            raise ArtifactError(f"the {self.manifest['format']} engine returned {len(outputs)} "
+                                f"outputs; the artifact's signature has "
+                                f"{len(self.output_specs)}")
         return {spec["name"]: out for spec, out in zip(self.output_specs, outputs, strict=True)}
 
     def prepared_call(self, inputs: dict[str, np.ndarray]) -> Callable[[], list[np.ndarray]]:

@@ -84,8 +84,8 @@ class TvmEngine:
         args = [self._as_tensor(x) for x in inputs]
         with self.lock:
             result = self.main(*args, *self.params)
-        outputs = [result] if hasattr(result, "shape") else list(result)
-        return [_to_numpy(item) for item in outputs]
+        single = hasattr(result, "shape") or isinstance(result, tuple)  # a tensor or a shape
+        return [_to_numpy(item) for item in ([result] if single else list(result))]
 
     def _as_tensor(self, x: np.ndarray) -> Any:
         """A zero-copy view of `x` when TVM accepts one (C-contiguous, 64-byte aligned),
@@ -102,7 +102,10 @@ ALIGNMENT = 64  # bytes: TVM's kernels assume it of every buffer (and from_dlpac
 
 
 def _to_numpy(tensor: Any) -> np.ndarray:
-    """A copy the caller owns (the VM's pool reuses the tensor's memory)."""
+    """A copy the caller owns (the VM's pool reuses the tensor's memory). A shape the VM
+    computed statically (an ONNX Shape output) comes as a tuple: int64, as ONNX has it."""
+    if isinstance(tensor, tuple):
+        return np.array(tensor, np.int64)
     try:
         return np.from_dlpack(tensor).copy()
     except (TypeError, BufferError, RuntimeError):  # a dtype DLPack cannot carry to numpy
