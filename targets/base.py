@@ -58,6 +58,10 @@ class Target(Protocol):
     def check_options(self, options: dict[str, Any]) -> None:
         """Raise ValueError naming a bad option; called before any work starts."""
 
+    def support(self, source: ModuleSource) -> str | None:
+        """Why the target would decline `source`, found without building (None: it takes
+        it); `ember check` asks this."""
+
     def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
                 progress: Progress) -> Payload: ...
 

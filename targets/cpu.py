@@ -30,6 +30,21 @@ class CpuTarget:
         if not 0 <= options.get("threads", 0) <= 1024:
             raise ValueError("target option 'threads' must be 0..1024 (0: ONNX Runtime chooses)")
 
+    def support(self, source: ModuleSource) -> str | None:
+        """ONNX Runtime must load the graph (creating a session resolves every kernel)."""
+        import onnxruntime as ort
+
+        from ember.errors import first_line
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 4
+        try:
+            ort.InferenceSession(source.onnx_model.SerializeToString(), options,
+                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT's own error kinds
+            return f"ONNX Runtime cannot load the graph: {first_line(exc)}"
+        return None
+
     def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
                 progress: Progress) -> Payload:
         import onnxruntime

@@ -22,6 +22,9 @@ class NullTarget:
     def check_options(self, options: dict[str, Any]) -> None:
         check_known_options(self.name, options, {})
 
+    def support(self, source: ModuleSource) -> str | None:
+        return None  # counts any ONNX graph
+
     def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
                 progress: Progress) -> Payload:
         return Payload(format="null", files=[])  # the pipeline writes ops.json for every target

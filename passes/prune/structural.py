@@ -27,6 +27,7 @@ from ember.errors import ConfigError, UnsupportedModelError
 from ember.passes.contract import PassContext, PassResult, Tolerance, check_data_spec
 from ember.passes.prune.cnn.prune import prune_cnn
 from ember.passes.prune.errors import PruneError
+from ember.passes.prune.llm.groups import llama_groups
 from ember.passes.prune.llm.prune import LLMPlan, prune_llm
 from ember.passes.prune.llm.tune import TuneSettings
 from ember.passes.prune.pat.hsm import FORMS
@@ -101,6 +102,28 @@ class StructuralPruning:
         (the larger activations of a pruned residual stream raise the fp32 noise the check
         allows: compiler/reference_noise.py)."""
         return None
+
+    def support(self, model: nn.Module, example: torch.Tensor) -> tuple[str, str]:
+        """("applies" | "partly" | "declines", what): the channel groups this pass would prune,
+        found without tuning (an LM's group analysis; a CNN's dependency groups, planned on a
+        copy), or why it cannot."""
+        try:
+            lm = _causal_lm(model)
+            if lm is not None:
+                g = llama_groups(lm)
+                return "applies", (f"{g.num_layers} blocks: hidden {g.hidden}, {g.num_heads} "
+                                   f"heads ({g.num_kv_heads} KV), FFN {g.intermediate}")
+            _decline_encoders(model)
+        except PruneError as exc:
+            return "declines", str(exc)
+        _, stats = prune_cnn(model, example, ratio=self.ratio, method="magnitude",
+                             round_to=self.round_to)  # planned on a copy: `model` stays
+        declined = {k[len("declined:"):]: v for k, v in stats.items()
+                    if k.startswith("declined:")}
+        reasons = ", ".join(f"{n} x {why}" for why, n in declined.items())
+        if not stats["groups"]:
+            return "declines", f"no prunable channel group ({reasons})"
+        return "partly", f"{stats['groups']} channel groups; kept whole: {reasons}"
 
     def __call__(self, model: nn.Module, ctx: PassContext) -> PassResult:
         try:

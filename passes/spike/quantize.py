@@ -90,6 +90,17 @@ class SpikeQuantization:
             return Tolerance(atol=1e-3, rtol=1e-3)
         return Tolerance(atol=float("inf"), rtol=0.0)
 
+    def support(self, model: nn.Module, example: torch.Tensor) -> tuple[str, str]:
+        """("applies" | "declines", what): the linear layers that would become spiking, or
+        why the model is not one the pass quantizes."""
+        del example  # the answer depends on the structure alone
+        try:
+            lm = _causal_lm(model)
+        except UnsupportedModelError as exc:
+            return "declines", str(exc).removeprefix("spike: ")
+        linears = sum(isinstance(m, nn.Linear) for m in lm.model.layers.modules())
+        return "applies", f"{linears} linear layers in {len(lm.model.layers)} blocks"
+
     def __call__(self, model: nn.Module, ctx: PassContext) -> PassResult:
         _causal_lm(model)  # refuses anything but a supported causal LM, before any work
         if any(isinstance(m, SpikeLinear) for m in model.modules()):

@@ -37,16 +37,9 @@ def build_design(source, dev: Device, lanes: int | None, calibration_images: int
     from ember.targets.fpga.hls.project import write_project
     from ember.targets.fpga.resources.estimate import plan
 
-    if source.module is None:
-        raise UnsupportedModelError("the fpga target lowers torch models; onnx: models have none")
-    if len(source.inputs) != 1 or len(source.output_names) != 1:
-        raise UnsupportedModelError("the fpga target takes models with one input and one output")
-    weights = sum(p.numel() for p in source.module.parameters())
-    if weights > MAX_WEIGHTS:
-        raise UnsupportedModelError(
-            f"fpga: the model holds {weights / 1e6:.1f}M weights; the C simulation compiles "
-            f"designs of up to {MAX_WEIGHTS / 1e6:.0f}M (every weight is a constant in "
-            f"weights.h): prune it or lower a smaller model")
+    declined = _declined_up_front(source)
+    if declined:
+        raise UnsupportedModelError(declined)
     (name, example), = source.inputs.items()
     calibration, origin = _calibration(source, name, example, calibration_images)
     net, folded = _lowered(source.module, name, example, calibration, progress)
@@ -83,6 +76,41 @@ def build_design(source, dev: Device, lanes: int | None, calibration_images: int
     }
     golden = {source.output_names[0]: net.golden(example)}
     return Design(files, info, golden, resources)
+
+
+def decline_reason(source) -> str | None:
+    """Why the target would decline `source`, from its sizes and structure (the traced graph or
+    the decoder blocks), without lowering; None when it would build it."""
+    from ember.targets.module_reader import (
+        UnsupportedModule,
+        causal_lm,
+        check_decoder,
+        read_graph,
+    )
+
+    declined = _declined_up_front(source)
+    if declined:
+        return declined
+    (name, example), = source.inputs.items()
+    lm = causal_lm(source.module)
+    try:
+        check_decoder(lm) if lm is not None else read_graph(source.module, name, example)
+    except UnsupportedModule as exc:
+        return f"fpga: {exc}"
+    return None
+
+
+def _declined_up_front(source) -> str | None:
+    if source.module is None:
+        return "the fpga target lowers torch models; onnx: models have none"
+    if len(source.inputs) != 1 or len(source.output_names) != 1:
+        return "the fpga target takes models with one input and one output"
+    weights = sum(p.numel() for p in source.module.parameters())
+    if weights > MAX_WEIGHTS:
+        return (f"fpga: the model holds {weights / 1e6:.1f}M weights; the C simulation "
+                f"compiles designs of up to {MAX_WEIGHTS / 1e6:.0f}M (every weight is a "
+                f"constant in weights.h): prune it or lower a smaller model")
+    return None
 
 
 def _lowered(module: Any, name: str, example: np.ndarray, calibration: np.ndarray,

@@ -46,6 +46,11 @@ class FpgaTarget:
         if not 1 <= options.get("calibration_images", 256) <= 100_000:
             raise ValueError("target option 'calibration_images' must be 1..100000")
 
+    def support(self, source: ModuleSource) -> str | None:
+        from ember.targets.fpga.build import decline_reason
+
+        return decline_reason(source)
+
     def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
                 progress: Progress) -> Payload:
         from ember.targets.fpga.build import build_design

@@ -52,6 +52,16 @@ class GpuTarget:
         if options.get("engine", "torch") not in ENGINES:
             raise ValueError(f"target option 'engine' must be one of {', '.join(ENGINES)}")
 
+    def support(self, source: ModuleSource) -> str | None:
+        if source.module is None:
+            return "gpu: the target builds its program from a torch model; an onnx: model " \
+                "has none"
+        try:
+            _program(source)
+        except UnsupportedModelError as exc:
+            return str(exc)
+        return None
+
     def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
                 progress: Progress) -> Payload:
         from ember.runtime.engines.gpu_engine import gpu_status

@@ -70,6 +70,22 @@ class TvmTarget:
             if not codegen.llvm_is_valid_cpu(options["mcpu"], codegen.llvm_get_system_triple()):
                 raise ValueError(f"target option mcpu={options['mcpu']!r} is not a CPU LLVM knows")
 
+    def support(self, source: ModuleSource) -> str | None:
+        """What the importer would compute wrongly, else whether the graph imports into Relax
+        (the build itself is not tried: it takes seconds to minutes)."""
+        from ember.runtime.engines.tvm_engine import import_tvm
+
+        declined = unsupported_by_importer(source.onnx_model)
+        if declined:
+            return f"TVM's ONNX importer cannot express {declined}"
+        _, relax = import_tvm()
+        prepared = prepare_for_tvm(source.onnx_model)
+        try:
+            _import(prepared.model, relax)
+        except UnsupportedModelError as exc:
+            return str(exc)
+        return None
+
     def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
                 progress: Progress) -> Payload:
         from safetensors.numpy import save_file

@@ -15,7 +15,7 @@ from ember import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ember.tools.cli import bench, demo, doctor, inspect, run
+    from ember.tools.cli import bench, check, demo, doctor, inspect, run
     from ember.tools.cli import compile as compile_command  # the module, not the builtin
 
     parser = argparse.ArgumentParser(
@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ember {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (compile_command, run, bench, inspect, doctor, demo):
+    for module in (compile_command, check, run, bench, inspect, doctor, demo):
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
         command.set_defaults(handler=module.run)
