@@ -208,7 +208,7 @@ def _onnx_reference(onnx_model: Any, loaded: LoadedModel
         session = ort.InferenceSession(onnx_model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
         outs = session.run(loaded.output_names, loaded.inputs)
-        return dict(zip(loaded.output_names, outs, strict=True)), None
+        return _as_declared(onnx_model, dict(zip(loaded.output_names, outs, strict=True))), None
     except Exception as exc:  # ORT raises its own Fail / InvalidArgument / NotImplemented types
         failure = f"ONNX Runtime cannot run the source model: {first_line(exc)}"
     try:
@@ -218,6 +218,20 @@ def _onnx_reference(onnx_model: Any, loaded: LoadedModel
     except Exception:  # the evaluator's own error kinds: ORT's reason is the one to give
         raise UnsupportedModelError(failure) from None
     return {n: np.asarray(o) for n, o in zip(loaded.output_names, outs, strict=True)}, failure
+
+
+def _as_declared(onnx_model: Any, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """ONNX Runtime returns float8 and 4-bit outputs as their raw bytes (uint8): viewed as the
+    type the graph declares, so the reference has the artifact's dtype."""
+    from onnx import helper
+
+    declared = {o.name: o.type.tensor_type.elem_type for o in onnx_model.graph.output}
+    for name, array in outputs.items():
+        dtype = helper.tensor_dtype_to_np_dtype(declared[name]) if declared.get(name) else None
+        if dtype is not None and array.dtype != dtype and array.dtype.itemsize == \
+                dtype.itemsize and array.dtype.kind == "u":
+            outputs[name] = array.view(dtype)
+    return outputs
 
 
 def _tolerance(config: CompileConfig, loaded: LoadedModel, records: list[PassRecord]) -> Tolerance:

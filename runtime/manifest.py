@@ -59,6 +59,8 @@ class _Tensor(BaseModel):
     @field_validator("dtype")
     @classmethod
     def _numpy_dtype(cls, value: str) -> str:
+        import ml_dtypes  # noqa: F401  (registers bfloat16, float8 and int4 names with numpy)
+
         np.dtype(value)  # raises TypeError for names numpy does not know
         return value
 

@@ -51,15 +51,18 @@ def onnx_file(spec: str, path: str, example: ExampleSpec, seed: int) -> LoadedMo
 
 
 def _check_tensors(spec: str, values: list) -> None:
-    """Inputs and outputs must be tensors of a known element type (not sequences, maps or
-    optionals, which no ember engine passes)."""
-    from onnx import helper
+    """Inputs and outputs must be tensors of a known numeric element type (not strings,
+    sequences, maps or optionals, which no ember engine passes)."""
+    from onnx import TensorProto, helper
 
     for value in values:
         kind = value.type.WhichOneof("value")
         if kind != "tensor_type":
             raise UnsupportedModelError(f"{spec}: {value.name} is a {kind or 'untyped value'}; "
                                         f"ember's engines take and return tensors only")
+        if value.type.tensor_type.elem_type == TensorProto.STRING:
+            raise UnsupportedModelError(f"{spec}: {value.name} is a string tensor; ember's "
+                                        f"engines take and return numbers only")
         try:
             helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
         except KeyError:

@@ -93,8 +93,8 @@ class TvmEngine:
         x = np.asarray(x)
         if x.size == 0 or x.dtype.kind not in "fiu":
             return self.tensor(x, self.device)
-        if not (x.flags.c_contiguous and x.ctypes.data % ALIGNMENT == 0):
-            x = _aligned_copy(x)
+        if not (x.flags.c_contiguous and x.flags.writeable and x.ctypes.data % ALIGNMENT == 0):
+            x = _aligned_copy(x)  # DLPack cannot carry a read-only array either
         return self.from_dlpack(x)
 
 

@@ -182,3 +182,43 @@ def test_a_model_onnxruntime_cannot_run_verifies_against_onnx_reference(tmp_path
     with pytest.raises(UnsupportedModelError, match="ONNX Runtime cannot run the source model"):
         ember.compile({**config, "target": "cpu", "output": str(tmp_path / "c")})
     assert not (tmp_path / "c").exists()
+
+
+def _cast_to(to: int, elem: int) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["y"], to=to)], "c", [x],
+                              [helper.make_tensor_value_info("y", elem, [4])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+
+
+def test_float8_outputs_keep_their_type(tmp_path):
+    """ONNX Runtime hands float8 over as raw bytes; the artifact's outputs are float8, in a
+    fresh process too (the runtime registers the type names itself)."""
+    import subprocess
+    import sys
+
+    out, manifest = _compile(tmp_path, _cast_to(TensorProto.FLOAT8E4M3FN,
+                                                 TensorProto.FLOAT8E4M3FN))
+    assert manifest["signature"]["outputs"][0]["dtype"] == "float8_e4m3fn"
+    code = (f"import numpy as np, ember.runtime as rt\n"
+            f"y = rt.load({str(out)!r}).run({{'x': np.array([0.5, -2, 300, 1e4], "
+            f"np.float32)}})['y']\nprint(y.dtype, y.astype(np.float32).tolist())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split(None, 1) == ["float8_e4m3fn", "[0.5, -2.0, 288.0, 448.0]\n"], \
+        done.stderr
+
+
+def test_string_tensors_are_declined_in_one_line(tmp_path):
+    from ember.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="y is a string tensor"):
+        _compile(tmp_path, _cast_to(TensorProto.STRING, TensorProto.STRING))
+
+
+@pytest.mark.tvm
+def test_read_only_inputs_reach_tvm(tmp_path):
+    pytest.importorskip("tvm")
+    out, _ = _compile(tmp_path, _mlp(), "tvm")
+    x = RNG.standard_normal((2, 4)).astype(np.float32)
+    x.flags.writeable = False
+    np.testing.assert_allclose(rt.load(out).run({"x": x})["y"], _expected(x), atol=1e-5)
