@@ -67,6 +67,11 @@ def _prune(folders) -> dict:
                       "data": f"text:{folders / 'corpus.txt'}"}}
 
 
+def _pat(folders) -> dict:
+    return {"prune": {"method": "pat", "ratio": 0.25, "steps": 4, "batch": 2, "seq": 16,
+                      "round_to": 4, "hsm_rank": 4, "data": f"text:{folders / 'corpus.txt'}"}}
+
+
 def _spike(folders) -> dict:
     return {"spike": {"w_bits": 4, "a_bits": 4, "calib_windows": 4, "calib_seq": 16,
                       "data": f"text:{folders / 'corpus.txt'}"}}
@@ -85,7 +90,7 @@ def test_every_family_compiles_plain(folders, name):
 def test_prune_and_spike_apply_or_decline_by_name(folders, name):
     applies = FAMILIES[name][3]
     model_type = FAMILIES[name][0].model_type
-    for passes in ([_prune(folders)], [_spike(folders)]):
+    for passes in ([_prune(folders)], [_pat(folders)], [_spike(folders)]):
         if applies:
             manifest = _compile(folders, name, passes)
             assert manifest["passes"][0]["modified"]

@@ -40,7 +40,7 @@ def _compile(tmp_path, net: str, passes: list, target: str) -> dict:
 
 @pytest.mark.parametrize("net", NETS)
 def test_cpu_after_each_pass(tmp_path, net):
-    for passes in ([], ["fold_bn"], ["fold_bn", "sfc"], ["fold_bn", PRUNE]):
+    for passes in ([], ["fold_bn", "sfc"], ["fold_bn", PRUNE]):
         manifest = _compile(tmp_path, net, passes, "cpu")
         assert manifest["verification"]["status"] == "passed", passes
     prune = manifest["passes"][1]["stats"]
