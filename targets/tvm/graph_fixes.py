@@ -7,7 +7,9 @@ before import so such graphs build instead of failing inside TVM.
   what inference's mask is. A Dropout whose training_mode is a run-time input is left alone.
 - `Sum` of n inputs is imported as a stack and a reduction over a new axis, a 5-D tensor the
   layout pass cannot place ("Invalid SLayout"); it becomes a chain of n - 1 `Add`s (the same
-  additions in the same order).
+  additions in the same order). (`Max` and `Min` are imported the same way even for two
+  inputs, so no rewrite into their own kind helps; graphs without convolutions skip the
+  layout pass altogether: targets/tvm/target.py.)
 
 What has no exact rewrite and would come out wrong is declined before import
 (`unsupported_by_importer`): BatchNormalization in training mode, whose batch statistics
@@ -17,6 +19,8 @@ the importer replaces by the running ones.
 from __future__ import annotations
 
 from typing import Any
+
+PAIRWISE = {"Sum": "Add"}  # variadic op -> its two-input step
 
 
 def fix_for_importer(model: Any) -> dict[str, int]:
@@ -32,9 +36,9 @@ def fix_for_importer(model: Any) -> dict[str, int]:
         if node.op_type == "Dropout" and _at_inference(node, false_constants):
             nodes.extend(_inference_dropout(helper, node, used))
             counts["dropout"] += 1
-        elif node.op_type == "Sum" and len(node.input) > 1:
-            nodes.extend(_adds(helper, node))
-            counts["sum"] += 1
+        elif node.op_type in PAIRWISE and len(node.input) > 1:
+            nodes.extend(_pairwise(helper, node, PAIRWISE[node.op_type]))
+            counts[node.op_type.lower()] += 1
         else:
             nodes.append(node)
     del graph.node[:]
@@ -77,11 +81,11 @@ def _inference_dropout(helper: Any, node: Any, used: set[str]) -> list[Any]:
     return nodes
 
 
-def _adds(helper: Any, node: Any) -> list[Any]:
-    """((x0 + x1) + x2) + ... named so the last Add writes the Sum's output."""
-    adds, total = [], node.input[0]
+def _pairwise(helper: Any, node: Any, op: str) -> list[Any]:
+    """op(op(x0, x1), x2) ..., named so the last node writes the variadic node's output."""
+    steps, total = [], node.input[0]
     for i, term in enumerate(node.input[1:], start=1):
-        out = node.output[0] if i == len(node.input) - 1 else f"{node.output[0]}.sum{i}"
-        adds.append(helper.make_node("Add", [total, term], [out], name=f"{node.name}.add{i}"))
+        out = node.output[0] if i == len(node.input) - 1 else f"{node.output[0]}.{op}{i}"
+        steps.append(helper.make_node(op, [total, term], [out], name=f"{node.name}.{op}{i}"))
         total = out
-    return adds
+    return steps

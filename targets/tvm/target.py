@@ -109,7 +109,7 @@ class TvmTarget:
         vnni = scheduled and options.get("vnni", True) and has_vnni(tvm, target)
         mod, int8_products = lower_int8_matmuls(mod) if vnni else (mod, 0)
         tuning, layout = _build(tvm, mod, target, vector_bytes, options, out_dir / LIBRARY,
-                                progress)
+                                progress, _has_convolutions(prepared.model))
         files = [LIBRARY]
         if param_names:
             save_file(dict(zip(param_names, params, strict=True)), str(out_dir / PARAMS))
@@ -133,23 +133,32 @@ class TvmTarget:
 
 
 def _build(tvm, mod, target, vector_bytes: int, options: dict[str, Any], library: Path,
-           progress: Progress) -> tuple[dict[str, Any], str]:
+           progress: Progress, convolutions: bool) -> tuple[dict[str, Any], str]:
     """Build with NHWC convolutions; where TVM's layout pass fails on the graph, again in the
-    graph's own layout; where TVM cannot build it at all, a one-line decline naming TVM's
-    error. Returns the tuning record for the manifest and the layout used."""
+    graph's own layout (a graph without `convolutions` starts there: the layout pass has
+    nothing to gain, and it kills the process on some graphs of 0-d tensors); where TVM
+    cannot build it at all, a one-line decline naming TVM's error. Returns the tuning record
+    for the manifest and the layout used."""
+    if convolutions:
+        try:
+            return _build_once(tvm, mod, target, vector_bytes, options, library, progress,
+                               True), "NHWC convolutions"
+        except Exception:  # TVM raises many kinds (InternalError, ScheduleError, AssertionError)
+            progress.warn("TVM failed on this graph with NHWC convolutions; building it in its "
+                          "own layout")
     try:
         return _build_once(tvm, mod, target, vector_bytes, options, library, progress,
-                           True), "NHWC convolutions"
-    except Exception:  # TVM raises many kinds (InternalError, ScheduleError, AssertionError)
-        progress.warn("TVM failed on this graph with NHWC convolutions; building it in its "
-                      "own layout")
-    try:
-        return _build_once(tvm, mod, target, vector_bytes, options, library, progress,
-                           False), "the graph's own (TVM's layout pass failed on it)"
+                           False), ("the graph's own (TVM's layout pass failed on it)"
+                                    if convolutions else "the graph's own (no convolutions)")
     except Exception as exc:
         tvm_report = type(exc).__module__.startswith("tvm")
         raise UnsupportedModelError(f"TVM cannot build the graph: {type(exc).__name__}: "
                                     f"{first_line(exc, last=tvm_report)}") from None
+
+
+def _has_convolutions(model: Any) -> bool:
+    return any(n.op_type in ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv")
+               or n.domain == "ember" for n in model.graph.node)
 
 
 def _build_once(tvm, mod, target, vector_bytes: int, options: dict[str, Any], library: Path,
