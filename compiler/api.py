@@ -225,13 +225,11 @@ def _as_declared(onnx_model: Any, outputs: dict[str, np.ndarray]) -> dict[str, n
     type the graph declares, so the reference has the artifact's dtype."""
     from onnx import helper
 
+    from ember.runtime.engines.onnxruntime_engine import as_declared
+
     declared = {o.name: o.type.tensor_type.elem_type for o in onnx_model.graph.output}
-    for name, array in outputs.items():
-        dtype = helper.tensor_dtype_to_np_dtype(declared[name]) if declared.get(name) else None
-        if dtype is not None and array.dtype != dtype and array.dtype.itemsize == \
-                dtype.itemsize and array.dtype.kind == "u":
-            outputs[name] = array.view(dtype)
-    return outputs
+    return {name: as_declared(array, helper.tensor_dtype_to_np_dtype(declared[name]))
+            if declared.get(name) else array for name, array in outputs.items()}
 
 
 def _tolerance(config: CompileConfig, loaded: LoadedModel, records: list[PassRecord]) -> Tolerance:

@@ -33,10 +33,10 @@ class OnnxRuntimeEngine:
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         feeds = dict(zip(self.input_names, inputs, strict=True))
         outputs = self.session.run(self.output_names, feeds)
-        return [_as_declared(x, d) for x, d in zip(outputs, self.output_dtypes, strict=True)]
+        return [as_declared(x, d) for x, d in zip(outputs, self.output_dtypes, strict=True)]
 
 
-def _as_declared(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def as_declared(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """ONNX Runtime hands float8 and 4-bit outputs over as their raw bytes (uint8)."""
     if array.dtype != dtype and array.dtype.kind == "u" and array.dtype.itemsize == \
             dtype.itemsize:

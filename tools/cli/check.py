@@ -33,11 +33,11 @@ def run(args: argparse.Namespace) -> int:
     from ember.errors import ConfigError
     from ember.progress import Progress
     from ember.targets import TARGETS
-    from ember.tools.cli.compile import _shape
+    from ember.tools.cli.compile import parse_shape
 
     example = {k: v for k, v in (("tokens", args.tokens), ("inputs", args.inputs)) if v}
     if args.shape:
-        example["shape"] = _shape(args.shape)
+        example["shape"] = parse_shape(args.shape)
     passes = [parse_pass_flag(f) for f in (args.passes or DEFAULT_PASSES)]
     config = validate_config({"model": args.model, "example": example, "passes": passes},
                              source="ember check")

@@ -76,7 +76,7 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
     if args.tokens is not None:
         example["tokens"] = args.tokens
     if args.shape is not None:
-        example["shape"] = _shape(args.shape)
+        example["shape"] = parse_shape(args.shape)
     if args.inputs is not None:
         example["inputs"] = args.inputs
     if args.dynamic:
@@ -110,7 +110,7 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key, yaml.safe_load(value)
 
 
-def _shape(text: str) -> list[int]:
+def parse_shape(text: str) -> list[int]:
     from ember.errors import ConfigError
 
     try:
