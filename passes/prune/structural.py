@@ -1,10 +1,12 @@
 """`prune`: structural pruning that removes channels physically (design: pat.md).
 
-Llama-family LMs (SmolLM2, `hf:` Llama/Mistral/Qwen2 directories): `method=pat` learns one
+Decoder LMs (SmolLM2; `hf:` Llama, Mistral, Qwen2/3, Phi-3, Gemma, GPT-2, OPT directories;
+passes/decoders/ says how each family is read): `method=pat` learns one
 shared mask per scope while tuning with LoRA and HSMs (PAT); `magnitude` and `taylor` score
 the channels, fix the mask, and tune with the same budget (P -> FT). `scope` is `hidden`
 (PAT's), `heads`, `ffn`, or a `+`-joined combination. `ratio=0` tunes the dense model with the
-same LoRA budget (the reference a pruned model is compared with).
+same LoRA budget (the reference a pruned model is compared with). GPT-2 and OPT (LayerNorm)
+prune `ffn` only; the other scopes decline with the reason.
 
 CNNs: dependency-graph channel groups (passes/prune/cnn/groups.py) scored by `magnitude`,
 `taylor` or `bn`, sliced, then fine-tuned for `steps` on `data=digits` (labels) or by
@@ -25,10 +27,11 @@ from torch import nn
 
 from ember.errors import ConfigError, UnsupportedModelError
 from ember.passes.contract import PassContext, PassResult, Tolerance, check_data_spec
+from ember.passes.decoders.views import canonical_form
 from ember.passes.prune.cnn.prune import prune_cnn
 from ember.passes.prune.errors import PruneError
-from ember.passes.prune.llm.groups import llama_groups
-from ember.passes.prune.llm.prune import LLMPlan, prune_llm
+from ember.passes.prune.llm.groups import decoder_groups
+from ember.passes.prune.llm.prune import LLMPlan, keep_counts, prune_llm
 from ember.passes.prune.llm.tune import TuneSettings
 from ember.passes.prune.pat.hsm import FORMS
 from ember.passes.prune.pat.model import SCOPES
@@ -110,11 +113,13 @@ class StructuralPruning:
         try:
             lm = _causal_lm(model)
             if lm is not None:
-                g = llama_groups(lm)
-                return "applies", (f"{g.num_layers} blocks: hidden {g.hidden}, {g.num_heads} "
-                                   f"heads ({g.num_kv_heads} KV), FFN {g.intermediate}")
+                g = decoder_groups(canonical_form(lm).model)
+                keep_counts(g, tuple(self.scope.split("+")), self.ratio, self.round_to)
+                return "applies", (f"{g.family}, {g.num_layers} blocks: hidden {g.hidden}, "
+                                   f"{g.num_heads} heads ({g.num_kv_heads} KV), FFN "
+                                   f"{g.intermediate}; scope {self.scope}")
             _decline_encoders(model)
-        except PruneError as exc:
+        except (PruneError, UnsupportedModelError) as exc:
             return "declines", str(exc)
         _, stats = prune_cnn(model, example, ratio=self.ratio, method="magnitude",
                              round_to=self.round_to)  # planned on a copy: `model` stays
@@ -132,8 +137,8 @@ class StructuralPruning:
                 return self._prune_llm(model, lm, ctx)
             _decline_encoders(model)
             return self._prune_cnn(model, ctx)
-        except PruneError as exc:
-            raise UnsupportedModelError(f"prune: {exc}") from None
+        except (PruneError, UnsupportedModelError) as exc:
+            raise UnsupportedModelError(f"prune: {str(exc).removeprefix('prune: ')}") from None
 
     def _prune_llm(self, wrapper: nn.Module, lm: nn.Module, ctx: PassContext) -> PassResult:
         if self.method not in LLM_METHODS:
@@ -189,7 +194,7 @@ def _decline_encoders(model: nn.Module) -> None:
     if encoder is not None and hasattr(encoder, "config"):
         model_type = getattr(encoder.config, "model_type", "?")
         raise PruneError(f"model type {model_type!r} is an encoder; structural pruning takes "
-                         f"Llama-family causal LMs and CNNs")
+                         f"decoder causal LMs and CNNs")
 
 
 def _plain(stats: dict[str, Any]) -> dict[str, Any]:

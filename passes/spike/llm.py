@@ -1,16 +1,18 @@
-"""The spike pass on a Llama-family causal LM, block by block (design: spike.md §5.2).
+"""The spike pass on a decoder causal LM, block by block (design: spike.md §5.2).
 
     X = inputs of block 0 for the calibration windows
     for each decoder block:
         hooks accumulate G = XᵀX for each linear's input while the block runs in float on X
-        masks: q/k/v share one (their common input), gate/up share one, o and down their own;
+        masks: linears that read one tensor share one (q/k/v, gate/up; a fused qkv or
+               gate_up is one linear), o and down their own (passes/decoders/layouts.py);
                activation saliency diag(G Σ WᵀW)/N for multi-level spiking, the OBS column
                score for ternary weight spiking, or `random` channels (the ablation)
         weights: RTN or GPTQ (on the same G) onto the integer or ternary grid
         replace every linear with SpikeLinear;  X <- the quantized block applied to X
 
 Only one block's inputs (windows x seq x hidden floats) and its Gram matrices are held at a
-time. The embedding, the norms, attention softmax and the LM head stay float.
+time. The embedding, the norms, attention softmax, learned positions and the LM head stay
+float. GPT-2's `Conv1D` linears are turned into `nn.Linear` first (the same function).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ember.passes.decoders.layouts import DecoderLayout
 from ember.passes.spike.linear import SpikeLinear
 from ember.passes.spike.quantizers import column_limits, gptq, round_to_grid, row_scales
 from ember.passes.spike.saliency import (
@@ -32,10 +35,6 @@ from ember.passes.spike.saliency import (
 )
 from ember.progress import QUIET, Progress
 
-# linears that read the same tensor share one activation mask
-INPUT_GROUPS = (("self_attn", ("q_proj", "k_proj", "v_proj")), ("self_attn", ("o_proj",)),
-                ("mlp", ("gate_proj", "up_proj")), ("mlp", ("down_proj",)))
-KEPT_FLOAT = ("model.embed_tokens", "lm_head", "norms (RMSNorm)", "attention scores and softmax")
 CHUNK = 4  # calibration windows per forward
 
 
@@ -59,36 +58,33 @@ class SpikePlan:
         return self.weight_quant in ("gptq", "ternary")
 
 
-def spike_llm(lm: nn.Module, plan: SpikePlan, windows: torch.Tensor,
+def spike_llm(lm: nn.Module, layout: DecoderLayout, plan: SpikePlan, windows: torch.Tensor,
               progress: Progress = QUIET) -> dict[str, Any]:
-    """Quantize every decoder linear of `lm` in place; returns per-layer stats."""
-    layers = lm.model.layers
-    hidden, kwargs = _block_inputs(lm, windows)
+    """Quantize every decoder linear of `lm` (`nn.Linear`, laid out as `layout` says) in
+    place; returns per-layer stats."""
+    layers = lm.get_submodule(layout.blocks)
+    hidden, kwargs = _block_inputs(layers[0], lm, windows)
     generator = torch.Generator().manual_seed(plan.seed)
-    stats: dict[str, Any] = {"layers": {}, "kept_float": list(KEPT_FLOAT),
+    stats: dict[str, Any] = {"layers": {}, "kept_float": layout.kept_float(),
                              "calibration_tokens": int(windows.numel())}
     with progress.bar(len(layers), "calibrating and quantizing blocks") as bar:
         for index, block in enumerate(layers):
-            collector = GramCollector(_linears(block))
+            collector = GramCollector({name: block.get_submodule(name)
+                                       for group in layout.input_groups for name in group})
             _run_block(block, hidden, kwargs)
             collector.close()
-            for parent, names in INPUT_GROUPS:
-                owner = getattr(block, parent)
+            for names in layout.input_groups:
                 stats["layers"].update(_quantize_group(
-                    owner, names, collector, plan, generator, prefix=f"layers.{index}.{parent}"))
+                    block, names, collector, plan, generator, prefix=f"layers.{index}"))
             hidden = _run_block(block, hidden, kwargs)
             bar.update(1)
     return stats
 
 
-def _linears(block: nn.Module) -> dict[str, nn.Linear]:
-    return {name: getattr(getattr(block, parent), name)
-            for parent, names in INPUT_GROUPS for name in names}
-
-
-def _quantize_group(owner: nn.Module, names: tuple[str, ...], collector: GramCollector,
+def _quantize_group(block: nn.Module, names: tuple[str, ...], collector: GramCollector,
                     plan: SpikePlan, generator: torch.Generator, prefix: str) -> dict[str, Any]:
-    linears = [getattr(owner, name) for name in names]
+    """The linears `names` (block-relative, one shared input) become SpikeLinear."""
+    linears = [block.get_submodule(name) for name in names]
     gram, tokens = collector.gram[names[0]], collector.tokens[names[0]]
     d_in = linears[0].in_features
     shared = None if plan.ternary else _activation_mask(linears, gram, tokens, plan, generator)
@@ -102,7 +98,8 @@ def _quantize_group(owner: nn.Module, names: tuple[str, ...], collector: GramCol
                              plan.decoupled, weight_grid="ternary" if plan.ternary else "int",
                              weight_columns=columns)
         module.exact = False  # calibration of later blocks runs the fast fake-quant path
-        setattr(owner, name, module)
+        parent, _, child = name.rpartition(".")
+        setattr(block.get_submodule(parent) if parent else block, child, module)
         out[f"{prefix}.{name}"] = {"in": d_in, "out": linear.out_features,
                                    "salient_activation_channels": int(salient.numel()),
                                    "salient_weight_columns": 0 if columns is None
@@ -140,7 +137,8 @@ def _quantize_weight(weight: torch.Tensor, gram: torch.Tensor, tokens: int, plan
     return round_to_grid(weight, scale, limits), scale
 
 
-def _block_inputs(lm: nn.Module, windows: torch.Tensor) -> tuple[torch.Tensor, dict[str, Any]]:
+def _block_inputs(first: nn.Module, lm: nn.Module, windows: torch.Tensor
+                  ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Hidden states entering block 0 for every window, and the keyword arguments the model
     passes to its blocks (rotary embeddings, causal mask) for one chunk of CHUNK windows."""
     captured: dict[str, Any] = {}
@@ -153,7 +151,7 @@ def _block_inputs(lm: nn.Module, windows: torch.Tensor) -> tuple[torch.Tensor, d
         captured.setdefault("hidden", []).append(args[0] if args else kwargs["hidden_states"])
         raise _Stop
 
-    handle = lm.model.layers[0].register_forward_pre_hook(grab, with_kwargs=True)
+    handle = first.register_forward_pre_hook(grab, with_kwargs=True)
     try:
         with torch.no_grad():
             for chunk in windows.split(CHUNK):

@@ -1,6 +1,7 @@
 """`spike`: saliency-driven spiking quantization of a language model (design: spike.md).
 
-Every decoder linear of a Llama-family LM becomes a SpikeLinear (passes/spike/linear.py):
+Every decoder linear of a causal LM (the families of passes/decoders/layouts.py) becomes a
+SpikeLinear (passes/spike/linear.py):
 integer weights (`weight_quant=rtn|gptq` at `w_bits`, or ternary GIF steps: `ternary` with
 GPTQ error compensation, `ternary-rtn` without), per-token `a_bits` activations (16: float),
 and `salient_frac` of the input channels spiking `salient_steps` times. For integer weights
@@ -29,7 +30,8 @@ from torch import nn
 
 from ember.errors import UnsupportedModelError
 from ember.passes.contract import PassContext, PassResult, Tolerance
-from ember.passes.prune.llm.groups import SUPPORTED_MODEL_TYPES
+from ember.passes.decoders.conv1d import linearize
+from ember.passes.decoders.layouts import DecoderLayout, decoder_layout, known_families
 from ember.passes.spike.linear import SpikeLinear
 from ember.passes.spike.llm import SpikePlan, spike_llm
 from ember.passes.spike.report import spike_report
@@ -95,25 +97,27 @@ class SpikeQuantization:
         why the model is not one the pass quantizes."""
         del example  # the answer depends on the structure alone
         try:
-            lm = _causal_lm(model)
+            lm, layout = _causal_lm(model)
         except UnsupportedModelError as exc:
             return "declines", str(exc).removeprefix("spike: ")
-        linears = sum(isinstance(m, nn.Linear) for m in lm.model.layers.modules())
-        return "applies", f"{linears} linear layers in {len(lm.model.layers)} blocks"
+        blocks = lm.get_submodule(layout.blocks)
+        linears = sum(len(group) for group in layout.input_groups) * len(blocks)
+        return "applies", f"{linears} linear layers in {len(blocks)} blocks"
 
     def __call__(self, model: nn.Module, ctx: PassContext) -> PassResult:
         _causal_lm(model)  # refuses anything but a supported causal LM, before any work
         if any(isinstance(m, SpikeLinear) for m in model.modules()):
             return PassResult(model, False, {"skipped:already_spiking": 1})
         model = copy.deepcopy(model)  # the caller's model stays as it was (like every pass)
-        lm = _causal_lm(model)
+        lm, layout = _causal_lm(model)
+        linearize(lm)  # GPT-2's Conv1D: the same function as nn.Linear (passes/decoders)
         windows = self._windows(lm, ctx)
         plan = SpikePlan(w_bits=self.w_bits, a_bits=0 if self.a_bits == 16 else self.a_bits,
                          weight_quant=self.weight_quant, salient_frac=self.salient_frac,
                          steps=self.salient_steps, saliency=self.saliency,
                          decoupled=self.group_scales == "separate", seed=self.seed)
         torch.manual_seed(self.seed)
-        stats = spike_llm(lm, plan, windows, ctx.progress)
+        stats = spike_llm(lm, layout, plan, windows, ctx.progress)
         stats["embedding_bits"] = self.embedding_bits
         if self.embedding_bits == 16:
             _round_to_half(lm)
@@ -149,17 +153,17 @@ def _one_of(name: str, value: object, allowed: tuple) -> None:
         raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))}, got {value!r}")
 
 
-def _causal_lm(model: nn.Module) -> nn.Module:
+def _causal_lm(model: nn.Module) -> tuple[nn.Module, DecoderLayout]:
     lm = getattr(model, "lm", None)
     if lm is None or not hasattr(lm, "config"):
         encoder = getattr(model, "encoder", None)
         what = f"model type {encoder.config.model_type!r} is an encoder" if hasattr(
             encoder, "config") else "this model is not one"
         raise UnsupportedModelError(f"spike: the pass quantizes causal language models "
-                                    f"(builtin:smollm2-135m, hf: Llama-family); {what}")
-    model_type = getattr(lm.config, "model_type", "?")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        known = ", ".join(SUPPORTED_MODEL_TYPES)
+                                    f"(builtin:smollm2-135m, hf: decoder families); {what}")
+    layout = decoder_layout(lm)
+    if layout is None:
+        model_type = getattr(lm.config, "model_type", "?")
         raise UnsupportedModelError(f"spike: model type {model_type!r} is not supported (the "
-                                    f"pass knows the layouts of {known})")
-    return lm
+                                    f"pass knows the layouts of {known_families()})")
+    return lm, layout

@@ -44,7 +44,7 @@ def test_a_language_model(capsys):
                            "--target", "fpga", "--target", "gpu")
     assert code == 0, report
     prune = next(f for f in report["findings"] if f["what"] == "pass prune")
-    assert prune["status"] == "applies" and prune["detail"].startswith("2 blocks")
+    assert prune["status"] == "applies" and prune["detail"].startswith("llama, 2 blocks")
 
 
 def test_an_onnx_graph_onnxruntime_cannot_load(tmp_path, capsys):

@@ -1,6 +1,7 @@
 """User models of transformers' popular families, as `hf:DIR` with their own tokenizer: each
-compiles and verifies plain, and `prune` and `spike` (reading text through the directory's
-tokenizer) either apply and verify, or decline in one line that names the model type."""
+compiles and verifies plain; every decoder family prunes (Taylor and PAT) and spikes, reading
+text through the directory's tokenizer, and its pruned widths reload with `from_pretrained`;
+the scopes a family cannot slice, and the encoders, decline in one line naming why."""
 
 from __future__ import annotations
 
@@ -17,23 +18,28 @@ from ember.errors import UnsupportedModelError
 CORPUS = "the quick brown fox jumps over the lazy dog while the cat sleeps. " * 60
 LLAMA_LIKE = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                   num_attention_heads=4, num_key_value_heads=2)
-FAMILIES = {  # name: (config class, model class, config, passes apply)
-    "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, LLAMA_LIKE, True),
-    "mistral": (tf.MistralConfig, tf.MistralForCausalLM, LLAMA_LIKE, True),
-    "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, LLAMA_LIKE, True),
-    "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, {**LLAMA_LIKE, "head_dim": 8}, True),
-    "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM, {**LLAMA_LIKE, "pad_token_id": 0}, False),
-    "gemma": (tf.GemmaConfig, tf.GemmaForCausalLM, {**LLAMA_LIKE, "head_dim": 8}, False),
+TOKENS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+FAMILIES = {  # name: (config class, model class, config, the scopes prune slices)
+    "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, LLAMA_LIKE, "hidden+heads+ffn"),
+    "mistral": (tf.MistralConfig, tf.MistralForCausalLM, LLAMA_LIKE, "hidden+heads+ffn"),
+    "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, LLAMA_LIKE, "hidden+heads+ffn"),
+    "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, {**LLAMA_LIKE, "head_dim": 8},
+              "hidden+heads+ffn"),
+    "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM, {**LLAMA_LIKE, **TOKENS}, "hidden+heads+ffn"),
+    "gemma": (tf.GemmaConfig, tf.GemmaForCausalLM, {**LLAMA_LIKE, "head_dim": 8},
+              "hidden+heads+ffn"),
     "gpt2": (tf.GPT2Config, tf.GPT2LMHeadModel,
-             dict(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=64), False),
+             dict(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=64, **TOKENS),
+             "ffn"),
     "opt": (tf.OPTConfig, tf.OPTForCausalLM,
             dict(vocab_size=64, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
                  num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=32),
-            False),
+            "ffn"),
     "bert": (tf.BertConfig, tf.BertModel,
              dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4), False),
+                  num_attention_heads=4), None),
 }
+DECODERS = [name for name, family in FAMILIES.items() if family[3] is not None]
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +67,15 @@ def _compile(folders, name: str, passes: list, target: str = "cpu"):
     return json.loads((out / "manifest.json").read_text())
 
 
-def _prune(folders) -> dict:
-    return {"prune": {"method": "taylor", "ratio": 0.25, "steps": 2, "batch": 2, "seq": 16,
-                      "round_to": 4, "scope": "hidden+heads+ffn",
-                      "data": f"text:{folders / 'corpus.txt'}"}}
+def _prune(folders, scope: str = "hidden+heads+ffn") -> dict:
+    return {"prune": {"method": "taylor", "ratio": 0.5, "steps": 2, "batch": 2, "seq": 16,
+                      "round_to": 4, "scope": scope, "data": f"text:{folders / 'corpus.txt'}"}}
 
 
-def _pat(folders) -> dict:
+def _pat(folders, scope: str = "hidden") -> dict:
     return {"prune": {"method": "pat", "ratio": 0.25, "steps": 4, "batch": 2, "seq": 16,
-                      "round_to": 4, "hsm_rank": 4, "data": f"text:{folders / 'corpus.txt'}"}}
+                      "round_to": 4, "hsm_rank": 4, "scope": scope,
+                      "data": f"text:{folders / 'corpus.txt'}"}}
 
 
 def _spike(folders) -> dict:
@@ -86,36 +92,57 @@ def test_every_family_compiles_plain(folders, name):
                                                            "last_hidden_state")
 
 
-@pytest.mark.parametrize("name", list(FAMILIES))
-def test_prune_and_spike_apply_or_decline_by_name(folders, name):
-    applies = FAMILIES[name][3]
-    model_type = FAMILIES[name][0].model_type
+@pytest.mark.parametrize("name", DECODERS)
+def test_every_decoder_family_prunes_and_spikes_on_its_tokenizers_text(folders, name):
+    scopes = FAMILIES[name][3]
+    first_scope = scopes.split("+")[0]
+    for passes in ([_prune(folders, scopes)], [_pat(folders, first_scope)], [_spike(folders)]):
+        manifest = _compile(folders, name, passes)
+        assert manifest["passes"][0]["modified"]
+        assert manifest["verification"]["status"] == "passed"
+    layers = manifest["verification"]["integer_layers"]  # the spike compile, last
+    linears = {"phi3": 4, "gpt2": 4, "opt": 6}.get(name, 7)  # fused qkv, gate_up; no gate
+    assert layers["layers"] == layers["bit_exact"] == 2 * linears  # on ONNX Runtime
+    stats = _compile(folders, name, [_prune(folders, scopes)])["passes"][0]["stats"]
+    width = stats["intermediate"][0]  # 64, or GPT-2's 4·n_embd
+    assert stats["intermediate"] == [width, width // 2]
+    if "hidden" in scopes:  # 2 of 4 heads: one per KV group
+        assert stats["hidden"] == [32, 16] and stats["heads"] == [4, 2]
+
+
+@pytest.mark.parametrize("name", ["gpt2", "opt"])
+def test_layernorm_families_decline_the_scopes_they_cannot_slice(folders, name):
+    for scope in ("hidden", "heads"):
+        with pytest.raises(UnsupportedModelError,
+                           match=f"prune: model type '{name}' cannot prune scope {scope}: "):
+            _compile(folders, name, [_prune(folders, scope)])
+
+
+def test_encoders_decline_by_name(folders):
     for passes in ([_prune(folders)], [_pat(folders)], [_spike(folders)]):
-        if applies:
-            manifest = _compile(folders, name, passes)
-            assert manifest["passes"][0]["modified"]
-            assert manifest["verification"]["status"] == "passed"
-            continue
-        with pytest.raises(UnsupportedModelError, match=f"model.type '{model_type}'"):
-            _compile(folders, name, passes)
+        with pytest.raises(UnsupportedModelError, match="model type 'bert' is an encoder"):
+            _compile(folders, "bert", passes)
 
 
-def test_qwen3_pruned_widths_reload_with_from_pretrained(folders, tmp_path):
-    """Heads, residual channels and FFN pruned; the saved model reloads with the stock
-    class and computes what the pass's model computes."""
+@pytest.mark.parametrize("name", DECODERS)
+def test_pruned_widths_reload_with_from_pretrained(folders, name, tmp_path):
+    """The pruned model, saved, reloads with the family's own class and computes what the
+    pass's model computes."""
     from ember.compiler.data.tuning import LocalData
     from ember.compiler.models.language import CausalLMLogits
     from ember.passes import PASSES, PassContext
 
-    lm = tf.AutoModelForCausalLM.from_pretrained(folders / "qwen3")
-    tokenizer = tf.AutoTokenizer.from_pretrained(folders / "qwen3")
+    lm = tf.AutoModelForCausalLM.from_pretrained(folders / name)
+    tokenizer = tf.AutoTokenizer.from_pretrained(folders / name)
     ids = torch.tensor([[1, 5, 9, 3, 7, 2, 4, 8]])
     ctx = PassContext(example_inputs={"input_ids": ids}, data=LocalData(tokenizer))
-    result = PASSES["prune"](**_prune(folders)["prune"])(CausalLMLogits(lm), ctx)
+    result = PASSES["prune"](**_prune(folders, FAMILIES[name][3])["prune"])(
+        CausalLMLogits(lm), ctx)
     pruned = result.model.lm
-    assert pruned.config.hidden_size < 32
+    assert type(pruned) is type(lm)
     pruned.save_pretrained(tmp_path / "pruned")
     reloaded = tf.AutoModelForCausalLM.from_pretrained(tmp_path / "pruned").eval()
+    assert type(reloaded) is type(lm)
     with torch.no_grad():
         np.testing.assert_allclose(reloaded(input_ids=ids).logits.numpy(),
                                    pruned(input_ids=ids).logits.numpy(), atol=1e-5)

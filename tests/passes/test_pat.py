@@ -14,7 +14,7 @@ from ember.compiler.data.tuning import LocalData
 from ember.compiler.models.language import CausalLMLogits
 from ember.errors import ConfigError, UnsupportedModelError
 from ember.passes import PASSES, PassContext
-from ember.passes.prune.llm.groups import llama_groups
+from ember.passes.prune.llm.groups import decoder_groups
 from ember.passes.prune.llm.prune import LLMPlan, keep_counts, prune_llm
 from ember.passes.prune.llm.tune import TuneSettings, tune
 from ember.passes.prune.pat.gate import (
@@ -24,7 +24,7 @@ from ember.passes.prune.pat.gate import (
     top_keep_mask,
 )
 from ember.passes.prune.pat.hsm import HSM, fold_into_embedding, fold_into_linear
-from ember.passes.prune.pat.model import MaskedLlama
+from ember.passes.prune.pat.model import MaskedDecoder
 
 transformers = pytest.importorskip("transformers")
 
@@ -158,7 +158,7 @@ def test_prune_llm_exact_widths_equivalence_and_size(method, scopes, tmp_path):
     before = [p.clone() for p in lm.parameters()]
     pruned, stats = prune_llm(lm, plan(method, scopes), windows(), windows()[:2], tmp_path)
     config = pruned.config
-    keep = keep_counts(llama_groups(lm), scopes, 0.25, 4)
+    keep = keep_counts(decoder_groups(lm), scopes, 0.25, 4)
     assert config.hidden_size == keep.get("hidden", 48)
     assert config.num_attention_heads == keep.get("heads", 6)
     assert config.intermediate_size == keep.get("ffn", 64)
@@ -199,8 +199,8 @@ def test_distillation_starts_at_zero_and_pulls_the_pruned_model_back(tmp_path):
 
 def test_pat_learns_a_hard_mask_of_the_exact_width(tmp_path):
     lm = tiny_llama()
-    groups = llama_groups(lm)
-    graph = MaskedLlama(groups, {"hidden": 36}, hsm_rank=4)
+    groups = decoder_groups(lm)
+    graph = MaskedDecoder(groups, {"hidden": 36}, hsm_rank=4)
     graph.attach(lm)
     settings = TuneSettings(steps=12, batch=2)
     log = tune(lm, graph, windows(), settings, None, {})
@@ -217,7 +217,7 @@ def test_tuning_resumes_from_its_checkpoint(tmp_path, monkeypatch):
 
     def run(folder, fail_at=None):
         lm = tiny_llama(seed=3)
-        graph = MaskedLlama(llama_groups(lm), {"hidden": 36}, hsm_rank=4)
+        graph = MaskedDecoder(decoder_groups(lm), {"hidden": 36}, hsm_rank=4)
         graph.attach(lm)
         calls = {"n": 0}
         real = prune_tune.lm_loss

@@ -21,13 +21,13 @@ from transformers import (
 )
 
 from ember.passes.prune.llm import slice as prune_llm_slice
-from ember.passes.prune.llm.groups import PruneError, llama_groups
+from ember.passes.prune.llm.groups import PruneError, decoder_groups
 from ember.passes.prune.llm.slice import (
     KeepSet,
     apply_hard_mask,
     check_equivalence,
     round_keep,
-    slice_llama,
+    slice_decoder,
 )
 
 D, HEADS, KV_HEADS, HEAD_DIM, FFN, LAYERS, VOCAB = 64, 4, 2, 16, 96, 3, 101
@@ -101,9 +101,9 @@ def _param_count(d: int, heads: int, kv_heads: int, ffn: int, tied: bool) -> int
     return VOCAB * d * (1 if tied else 2) + LAYERS * per_layer + d
 
 
-def test_llama_groups_reads_the_sizes():
+def test_decoder_groups_reads_the_sizes():
     for tie in TIES:
-        groups = llama_groups(_llama(tie))
+        groups = decoder_groups(_llama(tie))
         assert (groups.hidden, groups.num_layers, groups.num_heads, groups.num_kv_heads,
                 groups.head_dim, groups.intermediate) == (D, LAYERS, HEADS, KV_HEADS, HEAD_DIM,
                                                           FFN)
@@ -128,7 +128,7 @@ def test_round_keep():
 def test_masked_and_sliced_agree(scope: str, tie: str):
     lm, keep, ids = _llama(tie), _keep(scope), _ids()
     before = copy.deepcopy(lm.state_dict())
-    sliced = slice_llama(lm, keep)
+    sliced = slice_decoder(lm, keep)
     assert all(torch.equal(before[k], v) for k, v in lm.state_dict().items()), "input changed"
     assert _masked_error(lm, keep, sliced, ids) <= 1e-5
     # the hooks are gone and the keep set really changes the function
@@ -145,7 +145,7 @@ def test_masked_and_sliced_agree(scope: str, tie: str):
 def test_biases_are_sliced():
     lm, keep, ids = _llama("untied", bias=True), _keep("all"), _ids()
     assert lm.model.layers[0].self_attn.o_proj.bias is not None
-    assert _masked_error(lm, keep, slice_llama(lm, keep), ids) <= 1e-5
+    assert _masked_error(lm, keep, slice_decoder(lm, keep), ids) <= 1e-5
 
 
 @pytest.mark.parametrize("family", ["mistral", "qwen2"])
@@ -155,20 +155,20 @@ def test_other_llama_layout_families(family: str):
                                  "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[family]
     lm = _randomize(model_class(config_class(**_sizes(tie_word_embeddings=True))), 0)
     keep = _keep("all")
-    assert _masked_error(lm, keep, slice_llama(lm, keep), _ids()) <= 1e-5
+    assert _masked_error(lm, keep, slice_decoder(lm, keep), _ids()) <= 1e-5
 
 
 def test_unscaled_eps_fails_the_bound(monkeypatch):
     lm, keep, ids = _llama("tied"), _keep("hidden"), _ids()
     monkeypatch.setattr(prune_llm_slice, "rescaled_eps", lambda eps, hidden, kept: eps)
-    sliced = slice_llama(lm, keep)
+    sliced = slice_decoder(lm, keep)
     assert sliced.config.rms_norm_eps == pytest.approx(0.1)
     assert _masked_error(lm, keep, sliced, ids) > 1e-3
 
 
 @pytest.mark.parametrize("tie", TIES)
 def test_sliced_model_reloads_with_from_pretrained(tie: str, tmp_path: Path):
-    sliced = slice_llama(_llama(tie), _keep("all"))
+    sliced = slice_decoder(_llama(tie), _keep("all"))
     sliced.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path, local_files_only=True).eval()
     assert type(reloaded) is LlamaForCausalLM
@@ -182,7 +182,7 @@ def test_sliced_model_reloads_with_from_pretrained(tie: str, tmp_path: Path):
 def test_parameter_count_shrinks_by_the_shapes(tie: str):
     lm = _llama(tie)
     tied = tie == "tied"
-    sliced = slice_llama(lm, _keep("all"))
+    sliced = slice_decoder(lm, _keep("all"))
 
     def count(model):
         return sum(p.numel() for p in model.parameters())  # a tied Parameter counts once
@@ -193,41 +193,65 @@ def test_parameter_count_shrinks_by_the_shapes(tie: str):
 
 
 def test_unsupported_model_is_refused_with_a_reason():
-    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
-    with pytest.raises(PruneError, match="model_type 'gpt2' is not a supported"):
-        llama_groups(gpt2)
-    with pytest.raises(PruneError, match="gpt2"):
-        slice_llama(gpt2, KeepSet())
+    from transformers import BloomConfig, BloomForCausalLM
+
+    bloom = BloomForCausalLM(BloomConfig(n_layer=1, hidden_size=32, n_head=2, vocab_size=50))
+    with pytest.raises(PruneError, match="model_type 'bloom' is not a decoder family"):
+        decoder_groups(bloom)
+    with pytest.raises(PruneError, match="bloom"):
+        slice_decoder(bloom, KeepSet())
     layer_norm = copy.deepcopy(_llama("untied"))
     layer_norm.model.norm = torch.nn.LayerNorm(D)
     with pytest.raises(PruneError, match="model.norm is LayerNorm, not RMSNorm"):
-        llama_groups(layer_norm)
+        decoder_groups(layer_norm)
+
+
+def test_gpt2_slices_its_ffn_exactly_and_refuses_the_stream_and_heads():
+    """GPT-2 in its canonical form (nn.Linear): FFN channels go from c_fc's rows and bias
+    and c_proj's columns; the LayerNorm stream and the heads are refused with the reason."""
+    from ember.passes.decoders.conv1d import linearize
+
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50)).eval()
+    with pytest.raises(PruneError, match="c_fc is Conv1D, expected Linear"):
+        decoder_groups(gpt2)
+    linearize(gpt2)
+    assert decoder_groups(gpt2).intermediate == 128
+    with pytest.raises(PruneError, match="'gpt2' cannot slice scope hidden: LayerNorm"):
+        slice_decoder(gpt2, KeepSet(hidden=torch.arange(16)))
+    with pytest.raises(PruneError, match="'gpt2' cannot slice scope heads: "):
+        slice_decoder(gpt2, KeepSet(heads=[torch.tensor([0])] * 2))
+    keep = KeepSet(ffn=[torch.arange(0, 128, 2), torch.arange(64)])
+    sliced = slice_decoder(gpt2, keep)
+    assert sliced.config.n_inner == 64
+    assert sliced.transformer.h[0].mlp.c_fc.bias.shape == (64,)
+    assert _masked_error(gpt2, keep, sliced, _ids(vocab=50)) <= 1e-5
 
 
 def test_non_uniform_keep_sets_are_refused():
     lm = _llama("tied")
     per_layer_counts = [torch.tensor(h) for h in ([0, 2], [1, 3], [0, 1, 2, 3])]
     with pytest.raises(PruneError, match="non-uniform kept counts per layer"):
-        slice_llama(lm, KeepSet(heads=per_layer_counts))
+        slice_decoder(lm, KeepSet(heads=per_layer_counts))
     kv_counts = [torch.tensor(h) for h in ([0, 2], [1, 3], [0, 1])]  # 2, 2, 1 KV groups
     with pytest.raises(PruneError, match="kept KV groups"):
-        slice_llama(lm, KeepSet(heads=kv_counts))
+        slice_decoder(lm, KeepSet(heads=kv_counts))
     uneven_groups = [torch.tensor([0, 1, 2])] * LAYERS  # group 0 keeps 2, group 1 keeps 1
     with pytest.raises(PruneError, match="KV groups keep different numbers"):
         apply_hard_mask(lm, KeepSet(heads=uneven_groups))
     ffn = [torch.arange(n) for n in (64, 64, 80)]
     with pytest.raises(PruneError, match="ffn"):
-        slice_llama(lm, KeepSet(ffn=ffn))
+        slice_decoder(lm, KeepSet(ffn=ffn))
     with pytest.raises(PruneError, match="keeps nothing"):
-        slice_llama(lm, KeepSet(hidden=torch.tensor([], dtype=torch.long)))
+        slice_decoder(lm, KeepSet(hidden=torch.tensor([], dtype=torch.long)))
     with pytest.raises(PruneError, match="repeated"):
-        slice_llama(lm, KeepSet(hidden=torch.tensor([1, 1, 2, 3])))
+        slice_decoder(lm, KeepSet(hidden=torch.tensor([1, 1, 2, 3])))
 
 
 def test_hidden_width_the_stock_config_rejects():
     """LlamaConfig wants hidden_size % num_attention_heads == 0 even with head_dim set."""
     with pytest.raises(PruneError, match="not a multiple of the number of attention heads"):
-        slice_llama(_llama("tied"), KeepSet(hidden=torch.arange(50)))
+        slice_decoder(_llama("tied"), KeepSet(hidden=torch.arange(50)))
 
 
 @pytest.mark.slow
@@ -238,7 +262,7 @@ def test_smollm2_hidden_576_to_432():
     lm, _ = load_smollm2()
     g = torch.Generator().manual_seed(0)
     keep = KeepSet(hidden=torch.randperm(576, generator=g)[:432].sort().values)
-    sliced = slice_llama(lm, keep)
+    sliced = slice_decoder(lm, keep)
     assert sliced.config.hidden_size == 432 and sliced.config.head_dim == 64
     assert sliced.lm_head.weight is sliced.model.embed_tokens.weight
     ids = torch.randint(0, lm.config.vocab_size, (1, 16), generator=g)

@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import ember.runtime as rt
 from ember.compiler.models.language import CausalLMLogits
-from ember.passes.prune.llm.slice import KeepSet, slice_llama
+from ember.passes.prune.llm.slice import KeepSet, slice_decoder
 from ember.runtime.engines.gpu_engine import GpuUnavailable
 from ember.runtime.gpu.program.load import executor
 from ember.targets.gpu.program import build_program
@@ -49,7 +49,7 @@ def test_pruned_llama_program_matches_transformers():
     keep = KeepSet(hidden=torch.arange(0, 64, 4).repeat_interleave(1)[:12].sort().values,
                    heads=[torch.tensor([0, 3]), torch.tensor([1, 2])],
                    ffn=[torch.arange(0, 96, 2), torch.arange(1, 96, 2)])
-    pruned = slice_llama(lm, keep)
+    pruned = slice_decoder(lm, keep)
     ids = torch.randint(0, 101, (2, 9), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = pruned(input_ids=ids, use_cache=False).logits

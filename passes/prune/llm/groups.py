@@ -1,4 +1,9 @@
-"""The coupled channel groups of a Llama-family causal LM (design: pat.md §2, §9.1).
+"""The coupled channel groups of a decoder causal LM (design: pat.md §2, §9.1).
+
+Families reach this module in their canonical form (passes/decoders/views.py): Llama, Mistral,
+Qwen2/3 as they are, Phi-3 and Gemma as their exact Llama models, GPT-2 (with `nn.Linear` for
+`Conv1D`) and OPT with their own LayerNorm layouts, where only the FFN group slices exactly
+(passes/decoders/layouts.py says why).
 
 Three kinds of channel can be removed from a `LlamaForCausalLM`-shaped model without changing
 what the rest computes, once they are zero:
@@ -15,7 +20,7 @@ what the rest computes, once they are zero:
 
 `head_dim` itself is never split: RoPE pairs channels `i` and `i + hd/2` inside a head.
 
-`llama_groups` reads these sizes off the modules and refuses, with `PruneError`, anything the
+`decoder_groups` reads these sizes off the modules and refuses, with `PruneError`, anything the
 slicer has no exact rule for: LayerNorm (not zero-preserving), fused qkv or gate_up
 projections, extra per-layer modules (Gemma-2's sandwich norms, Qwen-3's q/k norms), Gemma's
 `(1 + w)` norm and embedding multiplier (by model type), an `lm_head` bias, per-layer shapes.
@@ -27,11 +32,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ember.passes.decoders.layouts import LLAMA, DecoderLayout, decoder_layout, known_families
 from ember.passes.prune.errors import PruneError
-
-# Model types whose modeling code has exactly the Llama layout and RMSNorm `w * x / rms(x)`,
-# with the width taken from the config (`head_dim` read explicitly when present).
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 # Qwen3 normalizes each query and key head (RMSNorm over head_dim): pruning whole heads or
@@ -44,9 +46,9 @@ _LAYER = ("self_attn", "mlp", "input_layernorm", "post_attention_layernorm")
 
 
 @dataclass(frozen=True)
-class LlamaGroups:
+class DecoderGroups:
     """The sizes that define the three channel groups; `tied` means `lm_head.weight` is the
-    same Parameter as `model.embed_tokens.weight`."""
+    same Parameter as the embedding's; `layout` and `family` say where the modules live."""
 
     hidden: int
     num_layers: int
@@ -55,19 +57,42 @@ class LlamaGroups:
     head_dim: int
     intermediate: int
     tied: bool
+    layout: DecoderLayout = LLAMA
+    family: str = "llama"
+
+    @property
+    def unsliceable(self) -> dict[str, str]:
+        """Scopes this family has no exact slice for, with the reason."""
+        return self.layout.prune.unsliceable if self.layout.prune is not None else {}
+
+    def block(self, index: int, role: str) -> str:
+        """Model-relative name of a block's module, `role` block-relative."""
+        return f"{self.layout.blocks}.{index}.{role}"
 
     def heads_per_group(self) -> int:
         """Query heads per KV head, `H / H_kv` (HF's `num_key_value_groups`)."""
         return self.num_heads // self.num_kv_heads
 
 
-def llama_groups(lm: nn.Module) -> LlamaGroups:
-    """The channel groups of `lm`, after checking it has the Llama layout (PruneError if not)."""
+def decoder_groups(lm: nn.Module) -> DecoderGroups:
+    """The channel groups of `lm` (in its canonical form), after checking its layout
+    (PruneError if it is not one the slicer has exact rules for)."""
     config = getattr(lm, "config", None)
     model_type = getattr(config, "model_type", None)
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise PruneError(f"model_type {model_type!r} is not a supported Llama-family causal LM "
-                         f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
+    layout = decoder_layout(lm)
+    if layout is None:
+        raise PruneError(f"model_type {model_type!r} is not a decoder family ember can prune "
+                         f"(supported: {known_families()})")
+    if layout.prune is None:
+        raise PruneError(f"model_type {model_type!r} is pruned through its Llama view "
+                         "(passes/decoders/views.py canonical_form), not as it is")
+    if layout is not LLAMA:
+        return _layernorm_groups(lm, layout)
+    return _llama_groups(lm)
+
+
+def _llama_groups(lm: nn.Module) -> DecoderGroups:
+    config = lm.config
     _exact_children(lm, "the causal LM", ("model", "lm_head"))
     _exact_children(_submodule(lm, "model"), "model", ("embed_tokens", "layers", "norm"))
     embed = _submodule(lm, "model.embed_tokens", nn.Embedding)
@@ -97,9 +122,35 @@ def llama_groups(lm: nn.Module) -> LlamaGroups:
             raise PruneError(f"model.layers.{i}.self_attn.head_dim is {attn_head_dim}, "
                              f"config says {head_dim}")
     _check_eps(lm, len(layers))
-    return LlamaGroups(hidden=hidden, num_layers=len(layers), num_heads=num_heads,
-                       num_kv_heads=num_kv_heads, head_dim=head_dim, intermediate=intermediate,
-                       tied=head.weight is embed.weight)
+    return DecoderGroups(hidden=hidden, num_layers=len(layers), num_heads=num_heads,
+                         num_kv_heads=num_kv_heads, head_dim=head_dim,
+                         intermediate=intermediate, tied=head.weight is embed.weight)
+
+
+def _layernorm_groups(lm: nn.Module, layout: DecoderLayout) -> DecoderGroups:
+    """GPT-2 / OPT: the sizes, and uniform FFN shapes (the only group they slice)."""
+    roles = layout.prune
+    embed = _submodule(lm, layout.embed, nn.Embedding)
+    head = _submodule(lm, "lm_head", nn.Linear)
+    blocks = _submodule(lm, layout.blocks, nn.ModuleList)
+    if len(blocks) == 0:
+        raise PruneError(f"{layout.blocks} is empty")
+    hidden = int(lm.config.hidden_size)
+    heads = int(lm.config.num_attention_heads)
+    intermediate = _submodule(lm, f"{layout.blocks}.0.{roles.ffn_in[0]}", nn.Linear).out_features
+    for i in range(len(blocks)):
+        prefix = f"{layout.blocks}.{i}"
+        shapes = {**{name: (intermediate, hidden) for name in roles.ffn_in},
+                  roles.ffn_out: (hidden, intermediate)}
+        for name, shape in shapes.items():
+            linear = _submodule(lm, f"{prefix}.{name}", nn.Linear)
+            if tuple(linear.weight.shape) != shape:
+                raise PruneError(f"{prefix}.{name} weight is {tuple(linear.weight.shape)}, "
+                                 f"expected {shape} (non-uniform layers are not supported)")
+    return DecoderGroups(hidden=hidden, num_layers=len(blocks), num_heads=heads,
+                         num_kv_heads=heads, head_dim=hidden // heads,
+                         intermediate=intermediate, tied=head.weight is embed.weight,
+                         layout=layout, family=lm.config.model_type)
 
 
 def norm_modules(lm: nn.Module, num_layers: int) -> list[str]:

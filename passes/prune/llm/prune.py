@@ -1,5 +1,7 @@
-"""Structural pruning of a Llama-family LM, end to end (pat.md §1, §5):
+"""Structural pruning of a decoder LM, end to end (pat.md §1, §5):
 
+0. the canonical form (passes/decoders/views.py): Phi-3 and Gemma become their exact Llama
+   models, GPT-2 trades `Conv1D` for `nn.Linear`; the form is checked against the model;
 1. groups and kept widths (`keep_counts`): hidden rounded to a multiple of
    lcm(round_to, query heads after pruning) (transformers' LlamaConfig requires
    hidden_size % num_attention_heads == 0), heads the same count in every KV group, FFN
@@ -8,8 +10,9 @@
    first and tune under the fixed hard mask (P -> FT), with the same budget;
 3. tune with LoRA on every linear (passes/prune/llm/tune.py);
 4. export: merge LoRA, fold the HSMs into their writers, slice (passes/prune/llm/slice.py);
-5. check: the hard-masked tuning graph (LoRA unmerged, HSM hooks live) and the sliced model
-   give the same logits, max |Δ| <= 1e-4 of max |logit| in fp32, else the pass fails.
+5. back to the user's class, then check: the hard-masked tuning graph (LoRA unmerged, HSM
+   hooks live) and the pruned model give the same logits, max |Δ| <= 1e-4 of max |logit| in
+   fp32, else the pass fails.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ember.passes.prune.llm.groups import LlamaGroups, PruneError, llama_groups
+from ember.passes.decoders.views import canonical_form, check_view
+from ember.passes.prune.llm.groups import DecoderGroups, PruneError, decoder_groups
 from ember.passes.prune.llm.scores import keep_from_scores, score_channels
-from ember.passes.prune.llm.slice import round_keep, slice_llama
+from ember.passes.prune.llm.slice import round_keep, slice_decoder
 from ember.passes.prune.llm.tune import TuneSettings, tune
 from ember.passes.prune.lora import add_lora, merge_lora
-from ember.passes.prune.pat.model import MaskedLlama
+from ember.passes.prune.pat.model import MaskedDecoder
 from ember.progress import QUIET, Progress
 
 EQUIVALENCE_BOUND = 1e-4
@@ -54,9 +58,16 @@ class LLMPlan:
     mask_init: str = "zero"
 
 
-def keep_counts(groups: LlamaGroups, scopes: tuple[str, ...], ratio: float,
+def keep_counts(groups: DecoderGroups, scopes: tuple[str, ...], ratio: float,
                 round_to: int) -> dict[str, int]:
-    """Kept width per pruned scope; empty for ratio 0 (dense tuning)."""
+    """Kept width per pruned scope; empty for ratio 0 (dense tuning). PruneError for a scope
+    the family cannot slice."""
+    for scope in scopes:
+        if scope in groups.unsliceable:
+            can = [s for s in ("hidden", "heads", "ffn") if s not in groups.unsliceable]
+            raise PruneError(f"model type {groups.family!r} cannot prune scope {scope}: "
+                             f"{groups.unsliceable[scope]} (scopes it prunes: "
+                             f"{', '.join(can)})")
     if ratio == 0:
         return {}
     keep: dict[str, int] = {}
@@ -78,16 +89,19 @@ def keep_counts(groups: LlamaGroups, scopes: tuple[str, ...], ratio: float,
 def prune_llm(lm: nn.Module, plan: LLMPlan, windows: torch.Tensor, example: torch.Tensor,
               checkpoint_dir: Path | None, progress: Progress = QUIET
               ) -> tuple[nn.Module, dict[str, Any]]:
-    """(pruned and tuned LM, stats). `lm` is left untouched."""
-    groups = llama_groups(lm)
+    """(pruned and tuned LM of `lm`'s class, stats). `lm` is left untouched."""
+    canonical = canonical_form(lm)
+    view_error = check_view(lm, canonical.model, example)
+    source = canonical.model
+    groups = decoder_groups(source)
     keep = keep_counts(groups, plan.scopes, plan.ratio, plan.round_to)
     if plan.method == "pat" and plan.tune.steps < 1:
         raise PruneError("method=pat learns its mask while tuning: give steps >= 1")
-    work = copy.deepcopy(lm)
+    work = copy.deepcopy(source)
     if plan.embedding == "hsm" and groups.tied:
-        _untie(work)
-    graph = MaskedLlama(groups, keep, plan.hsm_rank if plan.method == "pat" else 0,
-                        plan.hsm_form, plan.embedding)
+        _untie(work, groups)
+    graph = MaskedDecoder(groups, keep, plan.hsm_rank if plan.method == "pat" else 0,
+                          plan.hsm_form, plan.embedding)
     scorer = plan.method if plan.method != "pat" else plan.mask_init
     if scorer != "zero" and keep:
         with progress.stage(f"scoring channels ({scorer})"):
@@ -99,7 +113,8 @@ def prune_llm(lm: nn.Module, plan: LLMPlan, windows: torch.Tensor, example: torc
             graph.harden(keep_from_scores(scores, keep, groups))
     log = None
     if plan.tune.steps:
-        add_lora(work, _linear_names(groups), plan.lora_rank, plan.lora_alpha)
+        add_lora(work, groups.layout.linear_names(groups.num_layers), plan.lora_rank,
+                 plan.lora_alpha)
     graph.attach(work)
     if plan.tune.steps:
         fingerprint = {"method": plan.method, "ratio": plan.ratio, "scopes": plan.scopes,
@@ -107,42 +122,38 @@ def prune_llm(lm: nn.Module, plan: LLMPlan, windows: torch.Tensor, example: torc
                        "hsm": [plan.hsm_rank, plan.hsm_form, plan.embedding],
                        "mask_init": plan.mask_init}
         log = tune(work, graph, windows, plan.tune, checkpoint_dir, fingerprint, progress,
-                   teacher=lm.eval())
+                   teacher=source.eval())
     # the reference is the final hard mask (a ramp that outlasts a short run is cut there)
     graph.set_step(plan.tune.steps, replace(plan.tune.schedule(), ramp=0.0))
     with torch.no_grad():
         reference = work(input_ids=example, use_cache=False).logits
-    pruned = _export(work, graph, keep)
+    pruned_canonical = _export(work, graph, keep)
+    after = decoder_groups(pruned_canonical)  # before restore, which may work in place
+    pruned = canonical.restore(pruned_canonical)
     error = _relative_error(reference, pruned, example)
     if error > EQUIVALENCE_BOUND:
         raise PruneError(f"the sliced model differs from the masked tuning graph by {error:.2e} "
                          f"of the logit range (bound {EQUIVALENCE_BOUND:.0e})")
-    return pruned.eval(), _stats(lm, pruned, groups, keep, plan, log, error)
+    stats = _stats(lm, pruned, groups, after, keep, plan, log, error)
+    stats["canonical_form_max_rel"] = float(f"{view_error:.3g}")
+    return pruned.eval(), stats
 
 
-def _export(work: nn.Module, graph: MaskedLlama, keep: dict[str, int]) -> nn.Module:
+def _export(work: nn.Module, graph: MaskedDecoder, keep: dict[str, int]) -> nn.Module:
     """Merge LoRA, fold the HSMs, slice (pitfall 14: in this order)."""
     graph.detach()
     merge_lora(work)
     graph.fold(work)
     if not keep:
         return work
-    return slice_llama(work, graph.keep_set())
+    return slice_decoder(work, graph.keep_set())
 
 
-def _untie(lm: nn.Module) -> None:
+def _untie(lm: nn.Module, groups: DecoderGroups) -> None:
     """Give lm_head its own copy of the embedding (an embedding HSM folds into E only)."""
-    lm.lm_head.weight = nn.Parameter(lm.model.embed_tokens.weight.detach().clone())
+    embedding = lm.get_submodule(groups.layout.embed).weight
+    lm.lm_head.weight = nn.Parameter(embedding.detach().clone())
     lm.config.tie_word_embeddings = False
-
-
-def _linear_names(groups: LlamaGroups) -> list[str]:
-    names = []
-    for layer in range(groups.num_layers):
-        prefix = f"model.layers.{layer}"
-        names += [f"{prefix}.self_attn.{p}" for p in ("q_proj", "k_proj", "v_proj", "o_proj")]
-        names += [f"{prefix}.mlp.{p}" for p in ("gate_proj", "up_proj", "down_proj")]
-    return names
 
 
 @torch.no_grad()
@@ -156,15 +167,14 @@ def _params(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def _stats(lm: nn.Module, pruned: nn.Module, groups: LlamaGroups, keep: dict[str, int],
-           plan: LLMPlan, log, error: float) -> dict[str, Any]:
-    config = pruned.config
+def _stats(lm: nn.Module, pruned: nn.Module, before: DecoderGroups, after: DecoderGroups,
+           keep: dict[str, int], plan: LLMPlan, log, error: float) -> dict[str, Any]:
     return {
         "method": plan.method, "scopes": "+".join(plan.scopes), "ratio": plan.ratio,
-        "hidden": [groups.hidden, config.hidden_size],
-        "heads": [groups.num_heads, config.num_attention_heads],
-        "kv_heads": [groups.num_kv_heads, config.num_key_value_heads],
-        "intermediate": [groups.intermediate, config.intermediate_size],
+        "hidden": [before.hidden, after.hidden],
+        "heads": [before.num_heads, after.num_heads],
+        "kv_heads": [before.num_kv_heads, after.num_kv_heads],
+        "intermediate": [before.intermediate, after.intermediate],
         "params": [_params(lm), _params(pruned)],
         "equivalence_max_rel": float(f"{error:.3g}"),
         "tuning": log.as_dict() if log is not None else None,

@@ -1,11 +1,12 @@
-"""Post-hoc importance of the channels of a Llama-family LM, per pruning scope (pat.md §8.3).
+"""Post-hoc importance of the channels of a decoder LM, per pruning scope (pat.md §8.3).
 
 magnitude: the L2 norm of every weight slice that belongs to a channel, summed in squares.
     hidden channel i: embedding column E[:, i]; writer rows o_proj[i, :], down_proj[i, :];
         reader columns q/k/v/gate/up[:, i] times the RMSNorm gain g_i in front of them (the
         reader sees g_i x_i); lm_head[:, i] times the final norm's gain when untied
     query head h: its q_proj rows and o_proj columns
-    FFN channel j: gate_proj[j, :], up_proj[j, :], down_proj[:, j]
+    FFN channel j: gate_proj[j, :], up_proj[j, :], down_proj[:, j] (GPT-2 / OPT: the single
+        up projection's row and the down projection's column)
 
 taylor (first order): a gate m = 1 multiplies each channel where the mask would (the residual
     stream at every writer, the o_proj input per head, the down_proj input per channel);
@@ -23,16 +24,16 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from ember.passes.prune.llm.groups import LlamaGroups
+from ember.passes.prune.llm.groups import DecoderGroups
 from ember.passes.prune.llm.slice import KeepSet
 from ember.passes.prune.llm.tune import lm_loss
 from ember.passes.prune.pat.gate import GateSchedule, top_keep_mask
-from ember.passes.prune.pat.model import MaskedLlama
+from ember.passes.prune.pat.model import MaskedDecoder
 
 METHODS = ("magnitude", "taylor")
 
 
-def score_channels(method: str, lm: nn.Module, groups: LlamaGroups, scopes: Iterable[str],
+def score_channels(method: str, lm: nn.Module, groups: DecoderGroups, scopes: Iterable[str],
                    batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Scores per scope: hidden (d,), heads (layers, heads), ffn (layers, intermediate).
     `batches`: (batch, seq) token windows for taylor."""
@@ -42,7 +43,7 @@ def score_channels(method: str, lm: nn.Module, groups: LlamaGroups, scopes: Iter
 
 
 def keep_from_scores(scores: dict[str, torch.Tensor], keep: dict[str, int],
-                     groups: LlamaGroups) -> KeepSet:
+                     groups: DecoderGroups) -> KeepSet:
     def kept(scope: str, blocks: int = 1) -> list[torch.Tensor]:
         mask = top_keep_mask(scores[scope].reshape(-1, scores[scope].shape[-1]), keep[scope],
                              blocks)
@@ -60,7 +61,7 @@ def _sq_cols(weight: torch.Tensor) -> torch.Tensor:
     return weight.detach().double().pow(2).sum(dim=0)
 
 
-def _hidden_magnitude(lm: nn.Module, groups: LlamaGroups) -> torch.Tensor:
+def _hidden_magnitude(lm: nn.Module, groups: DecoderGroups) -> torch.Tensor:
     base = lm.model
     total = _sq_cols(base.embed_tokens.weight)
     for layer in base.layers:
@@ -75,7 +76,7 @@ def _hidden_magnitude(lm: nn.Module, groups: LlamaGroups) -> torch.Tensor:
     return total.sqrt()
 
 
-def _heads_magnitude(lm: nn.Module, groups: LlamaGroups) -> torch.Tensor:
+def _heads_magnitude(lm: nn.Module, groups: DecoderGroups) -> torch.Tensor:
     rows = []
     for layer in lm.model.layers:
         q = _sq_rows(layer.self_attn.q_proj.weight).reshape(groups.num_heads, -1).sum(1)
@@ -84,25 +85,27 @@ def _heads_magnitude(lm: nn.Module, groups: LlamaGroups) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def _ffn_magnitude(lm: nn.Module, groups: LlamaGroups) -> torch.Tensor:
+def _ffn_magnitude(lm: nn.Module, groups: DecoderGroups) -> torch.Tensor:
+    roles = groups.layout.prune
     rows = []
-    for layer in lm.model.layers:
-        mlp = layer.mlp
-        rows.append((_sq_rows(mlp.gate_proj.weight) + _sq_rows(mlp.up_proj.weight)
-                     + _sq_cols(mlp.down_proj.weight)).sqrt())
+    for i in range(groups.num_layers):
+        total = _sq_cols(lm.get_submodule(groups.block(i, roles.ffn_out)).weight)
+        for name in roles.ffn_in:
+            total = total + _sq_rows(lm.get_submodule(groups.block(i, name)).weight)
+        rows.append(total.sqrt())
     return torch.stack(rows)
 
 
 _MAGNITUDE = {"hidden": _hidden_magnitude, "heads": _heads_magnitude, "ffn": _ffn_magnitude}
 
 
-def _taylor(lm: nn.Module, groups: LlamaGroups, scopes: list[str],
+def _taylor(lm: nn.Module, groups: DecoderGroups, scopes: list[str],
             batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """|dL/dm| summed over batches, with every gate held at 1 (beta = 0.5 + sigmoid(0))."""
     if len(batches) == 0:
         raise ValueError("taylor scores need calibration data (data=...)")
     ones = {scope: 1 for scope in scopes}  # keep counts are irrelevant while scoring
-    graph = MaskedLlama(groups, ones)
+    graph = MaskedDecoder(groups, ones)
     graph.attach(lm)
     scores = {scope: torch.zeros_like(m.proxy, dtype=torch.float64)
               for scope, m in graph.masks.items()}

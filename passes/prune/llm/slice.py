@@ -6,7 +6,7 @@ come from it:
 - the **hard-masked** model (`apply_hard_mask`): the original, with hooks that zero the pruned
   channels. It is the reference: whatever a pruning method trained or scored, this is the
   function it chose.
-- the **sliced** model (`slice_llama`): a new stock model, built from a rewritten config, with
+- the **sliced** model (`slice_decoder`): a new stock model, built from a rewritten config, with
   physically smaller tensors. `check_equivalence` compares the two.
 
 Slicing the hidden dimension is exact only with the RMSNorm rescale. With `x` zero outside the
@@ -23,6 +23,9 @@ Widths must stay uniform across layers (the stock config has one `num_attention_
 `num_key_value_heads`, one `intermediate_size`), and transformers' `LlamaConfig` also insists
 that `hidden_size` be a multiple of `num_attention_heads`, even with `head_dim` written out:
 a `d'` that is not is refused with `PruneError` rather than written as an unloadable config.
+
+LayerNorm families (GPT-2, OPT) slice the FFN group only: their rules name the FFN linears,
+and every other tensor stays whole (nothing else reads or writes an FFN channel).
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ember.passes.prune.llm.groups import LlamaGroups, PruneError, llama_groups, norm_modules
+from ember.passes.decoders.conv1d import linearize
+from ember.passes.prune.llm.groups import DecoderGroups, PruneError, decoder_groups, norm_modules
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -62,7 +66,7 @@ class KeepSet:
 class _Plan:
     """A validated keep set, every group explicit (full index ranges where nothing goes)."""
 
-    groups: LlamaGroups
+    groups: DecoderGroups
     vocab: int
     hidden: torch.Tensor
     q_heads: list[torch.Tensor]   # kept query heads, per layer
@@ -80,7 +84,7 @@ def round_keep(n: int, ratio: float, multiple: int) -> int:
     `n < multiple`. SmolLM2's d = 576 at multiple 16: 0.2 → 464, 0.25 → 432, 0.3 → 400.
 
     The result need not suit the stock config: for heads, pass `multiple` = a multiple of
-    `num_attention_heads` as well (lcm), or `slice_llama` refuses the width (see module doc).
+    `num_attention_heads` as well (lcm), or `slice_decoder` refuses the width (see module doc).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -110,28 +114,30 @@ def apply_hard_mask(lm: nn.Module, keep: KeepSet) -> list[RemovableHandle]:
     """
     plan = _resolve(lm, keep)
     groups = plan.groups
-    like = lm.get_submodule("model.embed_tokens").weight
+    roles = groups.layout.prune
+    like = lm.get_submodule(groups.layout.embed).weight
     handles: list[RemovableHandle] = []
     if keep.hidden is not None:
         mask = _mask(plan.hidden, groups.hidden, like)
-        writers = ["model.embed_tokens"]
+        writers = [groups.layout.embed]
         for i in range(groups.num_layers):
-            writers += [f"model.layers.{i}.self_attn.o_proj", f"model.layers.{i}.mlp.down_proj"]
+            writers += [groups.block(i, roles.attention_out), groups.block(i, roles.ffn_out)]
         for name in writers:
             handles.append(lm.get_submodule(name).register_forward_hook(_zero_output(mask)))
     for i in range(groups.num_layers):
-        layer = lm.get_submodule(f"model.layers.{i}")
         if keep.heads is not None:
             q_width = groups.num_heads * groups.head_dim
             mask = _mask(_per_head(plan.q_heads[i], groups.head_dim), q_width, like)
-            handles.append(layer.self_attn.o_proj.register_forward_pre_hook(_zero_input(mask)))
+            out = lm.get_submodule(groups.block(i, roles.attention_out))
+            handles.append(out.register_forward_pre_hook(_zero_input(mask)))
         if keep.ffn is not None:
             mask = _mask(plan.ffn[i], groups.intermediate, like)
-            handles.append(layer.mlp.down_proj.register_forward_pre_hook(_zero_input(mask)))
+            down = lm.get_submodule(groups.block(i, roles.ffn_out))
+            handles.append(down.register_forward_pre_hook(_zero_input(mask)))
     return handles
 
 
-def slice_llama(lm: PreTrainedModel, keep: KeepSet) -> PreTrainedModel:
+def slice_decoder(lm: PreTrainedModel, keep: KeepSet) -> PreTrainedModel:
     """A new, physically smaller model of the same stock class; `lm` is left untouched.
 
     Hidden `K`: embedding `E[:, K]`, writers' rows `W[K, :]` and biases `b[K]`, readers'
@@ -178,7 +184,11 @@ def _logits(lm: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
 # --- validation ---------------------------------------------------------------------------
 
 def _resolve(lm: nn.Module, keep: KeepSet) -> _Plan:
-    groups = llama_groups(lm)
+    groups = decoder_groups(lm)
+    for scope, reason in groups.unsliceable.items():
+        if getattr(keep, scope) is not None:
+            raise PruneError(f"model type {groups.family!r} cannot slice scope {scope}: "
+                             f"{reason}")
     layers = groups.num_layers
     hidden = _indices(keep.hidden, groups.hidden, "hidden")
     heads = _per_layer(keep.heads, groups.num_heads, layers, "heads")
@@ -187,7 +197,7 @@ def _resolve(lm: nn.Module, keep: KeepSet) -> _Plan:
     _same_count(heads, "heads")
     kv_heads = [_kv_heads(h, groups, i) for i, h in enumerate(heads)]
     _same_count(kv_heads, "heads (kept KV groups)")
-    vocab = lm.get_submodule("model.embed_tokens").num_embeddings
+    vocab = lm.get_submodule(groups.layout.embed).num_embeddings
     return _Plan(groups, vocab, hidden, heads, kv_heads, ffn)
 
 
@@ -226,7 +236,7 @@ def _same_count(per_layer: list[torch.Tensor], what: str) -> None:
                          "config holds one width for all layers")
 
 
-def _kv_heads(q_heads: torch.Tensor, groups: LlamaGroups, layer: int) -> torch.Tensor:
+def _kv_heads(q_heads: torch.Tensor, groups: DecoderGroups, layer: int) -> torch.Tensor:
     """KV heads still read by a kept query head; each must keep the same number of them,
     so the new config's `num_attention_heads / num_key_value_heads` is an integer."""
     owner = q_heads // groups.heads_per_group()
@@ -245,15 +255,16 @@ def _sliced_config(lm: PreTrainedModel, plan: _Plan) -> PretrainedConfig:
     old = lm.config
     groups = plan.groups
     values = old.to_dict()
-    values.update(
-        hidden_size=plan.hidden_size,
-        num_attention_heads=len(plan.q_heads[0]),
-        num_key_value_heads=len(plan.kv_heads[0]),
-        head_dim=groups.head_dim,  # no longer hidden_size // num_attention_heads
-        intermediate_size=len(plan.ffn[0]),
-        rms_norm_eps=rescaled_eps(old.rms_norm_eps, groups.hidden, plan.hidden_size),
-        tie_word_embeddings=groups.tied,
-    )
+    if not groups.unsliceable:  # the Llama layout: every width may have changed
+        values.update(
+            hidden_size=plan.hidden_size,
+            num_attention_heads=len(plan.q_heads[0]),
+            num_key_value_heads=len(plan.kv_heads[0]),
+            head_dim=groups.head_dim,  # no longer hidden_size // num_attention_heads
+            rms_norm_eps=rescaled_eps(old.rms_norm_eps, groups.hidden, plan.hidden_size),
+        )
+    values.update({groups.layout.prune.ffn_key: len(plan.ffn[0]),
+                   "tie_word_embeddings": groups.tied})
     try:
         config = type(old).from_dict(values)
     except (ValueError, TypeError, StrictDataclassError) as error:
@@ -271,6 +282,9 @@ def _sliced_state(lm: nn.Module, plan: _Plan) -> dict[str, torch.Tensor]:
     state = {}
     for key, tensor in lm.state_dict().items():
         module, _, _ = key.rpartition(".")
+        if module not in rules and "hidden" in plan.groups.unsliceable:
+            state[key] = tensor.detach()  # the FFN rules name every reader and writer
+            continue
         if module not in rules:
             raise PruneError(f"no slicing rule for {key}")
         rows, columns = rules[module]
@@ -285,6 +299,8 @@ def _rules(plan: _Plan) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """Module name -> (kept output rows, kept input columns) of its weight; a 1-D bias or gain
     takes the rows. Embedding and lm_head weights are (vocab, d): all rows, columns `K`."""
     groups = plan.groups
+    if groups.unsliceable:
+        return _ffn_rules(plan)
     hidden = plan.hidden
     vocab = torch.arange(plan.vocab)
     head = torch.arange(groups.head_dim)  # per-head norms (Qwen3's q_norm, k_norm) stay whole
@@ -311,18 +327,34 @@ def _rules(plan: _Plan) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     return rules
 
 
+def _ffn_rules(plan: _Plan) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """The FFN readers' rows and the writer's columns (its bias, on the stream, stays whole)."""
+    groups = plan.groups
+    roles = groups.layout.prune
+    everything = torch.arange(groups.hidden)
+    rules = {}
+    for i, ffn in enumerate(plan.ffn):
+        rules.update({groups.block(i, name): (ffn, None) for name in roles.ffn_in})
+        rules[groups.block(i, roles.ffn_out)] = (everything, ffn)
+    return rules
+
+
 def _rebuild(lm: PreTrainedModel, config: PretrainedConfig, state: dict[str, torch.Tensor],
              tied: bool) -> PreTrainedModel:
     """`type(lm)(config)` with `state` loaded strictly: what `from_pretrained` will do."""
-    weight = lm.get_submodule("model.embed_tokens").weight
+    layout = decoder_groups(lm).layout
+    embed_name = layout.embed
+    weight = lm.get_submodule(embed_name).weight
     sliced = type(lm)(config).to(device=weight.device, dtype=weight.dtype)
+    if layout.conv1d:
+        linearize(sliced)  # the canonical form's nn.Linear (passes/decoders/conv1d.py)
     try:
         sliced.load_state_dict(state, strict=True)
     except RuntimeError as error:  # e.g. biases the config's flags do not describe
         reason = " ".join(str(error).split())
         raise PruneError(f"the sliced weights do not fit {type(lm).__name__}: {reason}"
                          ) from error
-    embed = sliced.get_submodule("model.embed_tokens").weight
+    embed = sliced.get_submodule(embed_name).weight
     if (sliced.get_submodule("lm_head").weight is embed) != tied:
         raise PruneError(f"{type(lm).__name__} did not reproduce the embedding tying "
                          f"(tied={tied})")

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ember.passes.prune.pat.gate import GateSchedule
-from ember.passes.prune.pat.model import MaskedLlama
+from ember.passes.prune.pat.model import MaskedDecoder
 from ember.progress import QUIET, Progress
 
 CHECKPOINT = "tuning.pt"
@@ -75,7 +75,7 @@ class TuneLog:
                 else [round(v, 4) for v in self.soft_hard_gap]}
 
 
-def tune(lm: nn.Module, graph: MaskedLlama, windows: torch.Tensor, settings: TuneSettings,
+def tune(lm: nn.Module, graph: MaskedDecoder, windows: torch.Tensor, settings: TuneSettings,
          checkpoint_dir: Path | None, fingerprint: dict[str, Any],
          progress: Progress = QUIET, teacher: nn.Module | None = None) -> TuneLog:
     """Tune `lm` (LoRA attached, graph hooked in) in place; returns the log. `teacher`: the
@@ -113,7 +113,7 @@ def tune(lm: nn.Module, graph: MaskedLlama, windows: torch.Tensor, settings: Tun
     return log
 
 
-def _optimizer(lm: nn.Module, graph: MaskedLlama, settings: TuneSettings):
+def _optimizer(lm: nn.Module, graph: MaskedDecoder, settings: TuneSettings):
     proxies = [m.proxy for m in graph.masks.values()]
     proxy_ids = {id(p) for p in proxies}
     others = [p for p in list(lm.parameters()) + list(graph.parameters())
@@ -154,7 +154,7 @@ def _distill_loss(teacher: nn.Module):
     return loss
 
 
-def _freeze(lm: nn.Module, graph: MaskedLlama, ids: torch.Tensor, step: int,
+def _freeze(lm: nn.Module, graph: MaskedDecoder, ids: torch.Tensor, step: int,
             schedule: GateSchedule, task_loss) -> tuple[float, float]:
     with torch.no_grad():
         graph.set_step(step, schedule)
@@ -165,11 +165,11 @@ def _freeze(lm: nn.Module, graph: MaskedLlama, ids: torch.Tensor, step: int,
     return soft, hard
 
 
-def _all_frozen(graph: MaskedLlama) -> bool:
+def _all_frozen(graph: MaskedDecoder) -> bool:
     return all(m.frozen for m in graph.masks.values())
 
 
-def _mask_counts(graph: MaskedLlama) -> dict[str, str]:
+def _mask_counts(graph: MaskedDecoder) -> dict[str, str]:
     """count(W_M >= 0) per soft mask (what the count regulariser sees), for the bar."""
     return {name: str(int((m.proxy >= 0).sum())) for name, m in graph.masks.items()
             if not m.frozen}
@@ -181,13 +181,13 @@ def _due(step: int, settings: TuneSettings) -> bool:
 
 # -- checkpoints ----------------------------------------------------------------------------
 
-def _trainable_state(lm: nn.Module, graph: MaskedLlama) -> dict[str, torch.Tensor]:
+def _trainable_state(lm: nn.Module, graph: MaskedDecoder) -> dict[str, torch.Tensor]:
     state = {f"lm.{n}": p.detach() for n, p in lm.named_parameters() if p.requires_grad}
     state.update({f"graph.{n}": t.detach() for n, t in graph.state_dict().items()})
     return state
 
 
-def _save(folder: Path, key: str, step: int, lm: nn.Module, graph: MaskedLlama,
+def _save(folder: Path, key: str, step: int, lm: nn.Module, graph: MaskedDecoder,
           optimizer: torch.optim.Optimizer, log: TuneLog) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{CHECKPOINT}.tmp"
@@ -197,7 +197,7 @@ def _save(folder: Path, key: str, step: int, lm: nn.Module, graph: MaskedLlama,
     os.replace(tmp, folder / CHECKPOINT)  # a kill mid-write leaves the previous checkpoint
 
 
-def _resume(folder: Path, key: str, lm: nn.Module, graph: MaskedLlama,
+def _resume(folder: Path, key: str, lm: nn.Module, graph: MaskedDecoder,
             optimizer: torch.optim.Optimizer, log: TuneLog) -> int:
     """Load a checkpoint made by the same run (same key); returns the step to go on from."""
     path = folder / CHECKPOINT

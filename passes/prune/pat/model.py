@@ -1,4 +1,4 @@
-"""The tuning graph of a Llama-family LM under pruning masks: hooks that apply the shared
+"""The tuning graph of a decoder LM under pruning masks: hooks that apply the shared
 masks (and PAT's HSMs) around the model's own modules, without changing its parameters.
 
     h0 = M_d ⊙ Embed(x)                       (embedding="mask", the default: tying kept)
@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from ember.passes.prune.llm.groups import LlamaGroups
+from ember.passes.prune.llm.groups import DecoderGroups
 from ember.passes.prune.llm.slice import KeepSet
 from ember.passes.prune.pat.gate import GateSchedule, SharedMask
 from ember.passes.prune.pat.hsm import HSM, fold_into_embedding, fold_into_linear
@@ -26,11 +26,11 @@ from ember.passes.prune.pat.hsm import HSM, fold_into_embedding, fold_into_linea
 SCOPES = ("hidden", "heads", "ffn")
 
 
-class MaskedLlama(nn.Module):
+class MaskedDecoder(nn.Module):
     """Masks (and HSMs) for `lm`, hooked in by `attach`. `keep` holds the kept count per
     pruned scope: hidden channels, query heads per layer, FFN channels per layer."""
 
-    def __init__(self, groups: LlamaGroups, keep: dict[str, int], hsm_rank: int = 0,
+    def __init__(self, groups: DecoderGroups, keep: dict[str, int], hsm_rank: int = 0,
                  hsm_form: str = "reference", embedding: str = "mask") -> None:
         super().__init__()
         self.groups = groups
@@ -98,17 +98,18 @@ class MaskedLlama(nn.Module):
     def attach(self, lm: nn.Module) -> None:
         """Hook the masks and HSMs into `lm` (after any LoRA wrapping, so they see it)."""
         self.detach()
-        base = lm.model
-        self._hook_output(base.embed_tokens, self._hsm("model.embed_tokens"))
-        for layer_index, layer in enumerate(base.layers):
-            prefix = f"model.layers.{layer_index}"
-            self._hook_output(layer.self_attn.o_proj, self._hsm(f"{prefix}.self_attn.o_proj"))
-            self._hook_output(layer.mlp.down_proj, self._hsm(f"{prefix}.mlp.down_proj"))
+        groups, roles = self.groups, self.groups.layout.prune
+        self._hook_output(lm.get_submodule(groups.layout.embed), self._hsm(groups.layout.embed))
+        for layer_index in range(groups.num_layers):
+            attention_out = groups.block(layer_index, roles.attention_out)
+            ffn_out = groups.block(layer_index, roles.ffn_out)
+            self._hook_output(lm.get_submodule(attention_out), self._hsm(attention_out))
+            self._hook_output(lm.get_submodule(ffn_out), self._hsm(ffn_out))
             if "heads" in self.masks:
-                self._handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
+                self._handles.append(lm.get_submodule(attention_out).register_forward_pre_hook(
                     self._head_gate(layer_index)))
             if "ffn" in self.masks:
-                self._handles.append(layer.mlp.down_proj.register_forward_pre_hook(
+                self._handles.append(lm.get_submodule(ffn_out).register_forward_pre_hook(
                     self._row_gate("ffn", layer_index)))
 
     def detach(self) -> None:
@@ -143,10 +144,10 @@ class MaskedLlama(nn.Module):
         return hook
 
     def _writer_names(self, with_embedding: bool) -> list[str]:
-        names = ["model.embed_tokens"] if with_embedding else []
-        for layer in range(self.groups.num_layers):
-            names += [f"model.layers.{layer}.self_attn.o_proj",
-                      f"model.layers.{layer}.mlp.down_proj"]
+        groups, roles = self.groups, self.groups.layout.prune
+        names = [groups.layout.embed] if with_embedding else []
+        for layer in range(groups.num_layers):
+            names += [groups.block(layer, roles.attention_out), groups.block(layer, roles.ffn_out)]
         return names
 
     # -- export ----------------------------------------------------------------------------
