@@ -62,3 +62,24 @@ def test_fast_subset_has_no_internal_errors(tmp_path):
                                 ("tvm", "test_reshape_reordered_all_dims")}, declined
             assert (table["cpu"]["pass"], table["tvm"]["pass"]) == (11, 9)
         assert (tmp_path / suite / "report.md").read_text().count("| " + suite) == 2
+
+
+def test_model_suites_cover_every_family_and_network():
+    hf = [c.name for c in collect(["hf"])]
+    assert len(hf) == 27 and {"phi3+prune", "gpt2+spike", "bert"} <= set(hf)
+    vision = [c.name for c in collect(["vision"])]
+    assert len(vision) == 21 and "vit+fold_bn+prune" in vision
+
+
+def test_model_suites_fill_the_what_models_work_table(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "ember.tools.conformance", "--suite",
+                           "hf,vision", "--match", r"^(bert\+prune|resnet\+fold_bn\+sfc)$",
+                           "--target", "cpu", "-o", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "report.json").read_text())["results"]
+    assert {r["case"]: r["status"] for r in results} == {"bert+prune": "declined",
+                                                         "resnet+fold_bn+sfc": "pass"}
+    table = (tmp_path / "report.md").read_text().split("## What models work")[1]
+    assert "| hf | bert+prune | declined: prune: model type 'bert' is an encoder" in table
+    assert "| vision | resnet+fold_bn+sfc | pass |" in table

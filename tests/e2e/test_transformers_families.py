@@ -14,49 +14,24 @@ import transformers as tf
 
 from ember.compiler.api import compile_model
 from ember.errors import UnsupportedModelError
-
-CORPUS = "the quick brown fox jumps over the lazy dog while the cat sleeps. " * 60
-LLAMA_LIKE = dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2)
-TOKENS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
-FAMILIES = {  # name: (config class, model class, config, the scopes prune slices)
-    "llama": (tf.LlamaConfig, tf.LlamaForCausalLM, LLAMA_LIKE, "hidden+heads+ffn"),
-    "mistral": (tf.MistralConfig, tf.MistralForCausalLM, LLAMA_LIKE, "hidden+heads+ffn"),
-    "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM, LLAMA_LIKE, "hidden+heads+ffn"),
-    "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM, {**LLAMA_LIKE, "head_dim": 8},
-              "hidden+heads+ffn"),
-    "phi3": (tf.Phi3Config, tf.Phi3ForCausalLM, {**LLAMA_LIKE, **TOKENS}, "hidden+heads+ffn"),
-    "gemma": (tf.GemmaConfig, tf.GemmaForCausalLM, {**LLAMA_LIKE, "head_dim": 8},
-              "hidden+heads+ffn"),
-    "gpt2": (tf.GPT2Config, tf.GPT2LMHeadModel,
-             dict(vocab_size=64, n_embd=32, n_layer=2, n_head=4, n_positions=64, **TOKENS),
-             "ffn"),
-    "opt": (tf.OPTConfig, tf.OPTForCausalLM,
-            dict(vocab_size=64, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
-                 num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=32),
-            "ffn"),
-    "bert": (tf.BertConfig, tf.BertModel,
-             dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4), None),
-}
-DECODERS = [name for name, family in FAMILIES.items() if family[3] is not None]
+from ember.tools.conformance.families import (
+    ALL_SCOPES,
+    CORPUS,
+    DECODERS,
+    FAMILIES,
+    prune_config,
+    save_family,
+    spike_config,
+)
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """Each family saved once, tiny, random, with a BPE tokenizer trained on CORPUS."""
-    from tokenizers import Tokenizer, models, trainers
-
+    """Each family saved once, tiny, random, with its BPE tokenizer (families.py)."""
     root = tmp_path_factory.mktemp("families")
+    for name in FAMILIES:
+        save_family(name, root / name)
     (root / "corpus.txt").write_text(CORPUS)
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.train_from_iterator([CORPUS], trainers.BpeTrainer(vocab_size=64,
-                                                          special_tokens=["<unk>"]))
-    for name, (config_class, model_class, config, _) in FAMILIES.items():
-        torch.manual_seed(0)
-        model_class(config_class(**config)).save_pretrained(root / name)
-        tf.PreTrainedTokenizerFast(tokenizer_object=tok,
-                                   unk_token="<unk>").save_pretrained(root / name)
     return root
 
 
@@ -67,27 +42,23 @@ def _compile(folders, name: str, passes: list, target: str = "cpu"):
     return json.loads((out / "manifest.json").read_text())
 
 
-def _prune(folders, scope: str = "hidden+heads+ffn") -> dict:
-    return {"prune": {"method": "taylor", "ratio": 0.5, "steps": 2, "batch": 2, "seq": 16,
-                      "round_to": 4, "scope": scope, "data": f"text:{folders / 'corpus.txt'}"}}
+def _prune(folders, scope: str = ALL_SCOPES) -> dict:
+    return prune_config(folders / "corpus.txt", scope)
 
 
 def _pat(folders, scope: str = "hidden") -> dict:
-    return {"prune": {"method": "pat", "ratio": 0.25, "steps": 4, "batch": 2, "seq": 16,
-                      "round_to": 4, "hsm_rank": 4, "scope": scope,
-                      "data": f"text:{folders / 'corpus.txt'}"}}
+    return prune_config(folders / "corpus.txt", scope, method="pat")
 
 
 def _spike(folders) -> dict:
-    return {"spike": {"w_bits": 4, "a_bits": 4, "calib_windows": 4, "calib_seq": 16,
-                      "data": f"text:{folders / 'corpus.txt'}"}}
+    return spike_config(folders / "corpus.txt")
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
 def test_every_family_compiles_plain(folders, name):
     manifest = _compile(folders, name, [])
     assert manifest["verification"]["status"] == "passed"
-    causal = FAMILIES[name][1] is not tf.BertModel
+    causal = FAMILIES[name][3] is not None
     assert manifest["signature"]["outputs"][0]["name"] == ("logits" if causal else
                                                            "last_hidden_state")
 

@@ -1,4 +1,5 @@
-"""Vision networks with the block structure of the common model libraries (vision_nets.py):
+"""Vision networks with the block structure of the common model libraries
+(tools/conformance/vision_nets.py):
 each compiles and verifies for cpu and tvm after fold_bn, sfc and CNN pruning, where every
 pass transforms what it can and counts what it declines; fpga builds the plain residual
 network and declines the rest in one line naming the layer."""
@@ -7,14 +8,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
 from ember.compiler.api import compile_model
 from ember.errors import UnsupportedModelError
 
-HERE = Path(__file__).parent
 NETS = ("resnet", "mobilenet", "shufflenet", "densenet", "squeezenet", "convnext", "vit")
 PRUNE = {"prune": {"method": "magnitude", "ratio": 0.25, "steps": 0, "round_to": 4}}
 PRUNED = {"resnet", "mobilenet", "densenet", "squeezenet"}  # the others decline every group
@@ -24,13 +23,9 @@ FPGA_DECLINES = {
     "convnext": "node permute: operation permute", "vit": r"only reshapes to \(batch, features\)"}
 
 
-@pytest.fixture(autouse=True)
-def _importable(monkeypatch):
-    monkeypatch.syspath_prepend(str(HERE))
-
-
 def _compile(tmp_path, net: str, passes: list, target: str) -> dict:
-    out = compile_model({"model": f"torch:vision_nets:{net}", "example": {"shape": [1, 3, 32, 32]},
+    out = compile_model({"model": f"torch:ember.tools.conformance.vision_nets:{net}",
+                         "example": {"shape": [1, 3, 32, 32]},
                          "passes": passes, "target": target,
                          "output": str(tmp_path / f"{net}-{target}")})
     manifest = json.loads((out / "manifest.json").read_text())

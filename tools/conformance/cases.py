@@ -1,10 +1,17 @@
-"""The conformance cases, from data the onnx wheel ships (nothing is downloaded).
+"""The conformance cases, from data the onnx wheel ships and models built here (nothing is
+downloaded).
 
-A case is a model, one set of inputs (by graph input name) and the outputs expected for them
-(by graph output name), with the tolerance its suite states: the node cases carry their own
-rtol/atol; the model folders use the onnx backend runner's defaults (rtol 1e-3, atol 1e-7).
-The light zoo's expected outputs were made by the onnx reference evaluator on the runner's
-dummy inputs (every float input = arange(n) / n), which are rebuilt here the same way.
+An ONNX case is a model, one set of inputs (by graph input name) and the outputs expected for
+them (by graph output name), with the tolerance its suite states: the node cases carry their
+own rtol/atol; the model folders use the onnx backend runner's defaults (rtol 1e-3, atol
+1e-7). The light zoo's expected outputs were made by the onnx reference evaluator on the
+runner's dummy inputs (every float input = arange(n) / n), which are rebuilt here the same way.
+
+A model case (`hf`, `vision`) is a compile config: a model ember loads and the passes to run
+on it; it passes when the artifact verifies against that model. `hf`: each family of
+families.py plain, pruned (Taylor, the scopes it slices; for an encoder, asked anyway) and
+spiked, on text read through its own tokenizer. `vision`: each network of vision_nets.py
+plain, after fold_bn + sfc, and after fold_bn + CNN pruning.
 """
 
 from __future__ import annotations
@@ -18,18 +25,23 @@ from typing import Any
 
 import numpy as np
 
-SUITES = ("onnx-node", "onnx-data", "onnx-zoo")
+SUITES = ("onnx-node", "onnx-data", "onnx-zoo", "hf", "vision")
+MODEL_SUITES = ("hf", "vision")  # compile configs, not ONNX graphs with expected outputs
 DATA_FOLDERS = ("simple", "pytorch-converted", "pytorch-operator")
 RTOL, ATOL = 1e-3, 1e-7  # onnx.backend.test.runner's defaults
 
 
 @dataclass(frozen=True)
 class Case:
+    """`load` for an ONNX case; `config(work_dir)` (a compile config without target and
+    output) for a model case."""
+
     suite: str
     name: str
-    load: Callable[[], tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]]
+    load: Callable[[], tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]] | None = None
     rtol: float = RTOL
     atol: float = ATOL
+    config: Callable[[Path], dict[str, Any]] | None = None
 
 
 def collect(suites: list[str], match: str | None = None) -> list[Case]:
@@ -133,5 +145,43 @@ def _index(path: Path) -> int:
     return int(path.stem.rsplit("_", 1)[1])
 
 
+def _hf_cases() -> list[Case]:
+    from ember.tools.conformance.families import ALL_SCOPES, FAMILIES
+
+    return [Case("hf", f"{name}{variant}", config=functools.partial(
+                _hf_config, name, variant, FAMILIES[name][3] or ALL_SCOPES))
+            for name in FAMILIES for variant in ("", "+prune", "+spike")]
+
+
+def _hf_config(name: str, variant: str, scopes: str, work: Path) -> dict[str, Any]:
+    from ember.tools.conformance.families import prune_config, save_family, spike_config
+
+    folder = save_family(name, work / name)
+    corpus = folder / "corpus.txt"
+    passes = {"": [], "+prune": [prune_config(corpus, scopes)],
+              "+spike": [spike_config(corpus)]}[variant]
+    return {"model": f"hf:{folder}", "example": {"tokens": 8}, "passes": passes}
+
+
+VISION_PASSES = {"": [], "+fold_bn+sfc": ["fold_bn", "sfc"],
+                 "+fold_bn+prune": ["fold_bn", {"prune": {"method": "magnitude", "ratio": 0.25,
+                                                          "steps": 0, "round_to": 4}}]}
+
+
+def _vision_cases() -> list[Case]:
+    from ember.tools.conformance.vision_nets import NETS
+
+    return [Case("vision", f"{net}{variant}", config=functools.partial(
+                _vision_config, net, VISION_PASSES[variant]))
+            for net in NETS for variant in VISION_PASSES]
+
+
+def _vision_config(net: str, passes: list[Any], work: Path) -> dict[str, Any]:
+    del work  # the network is built by its factory
+    return {"model": f"torch:ember.tools.conformance.vision_nets:{net}",
+            "example": {"shape": [1, 3, 32, 32]}, "passes": passes}
+
+
 _COLLECTORS: dict[str, Callable[[], list[Case]]] = {
-    "onnx-node": _node_cases, "onnx-data": _data_cases, "onnx-zoo": _zoo_cases}
+    "onnx-node": _node_cases, "onnx-data": _data_cases, "onnx-zoo": _zoo_cases,
+    "hf": _hf_cases, "vision": _vision_cases}

@@ -1,6 +1,7 @@
 """The conformance report: report.json (every case's result) and report.md (a table of
-outcomes per suite and target, then the most common reasons for declines, wrong outputs and
-internal errors)."""
+outcomes per suite and target; for the model suites, a table of every case on every target,
+which is the README's "what models work" table; then the most common reasons for declines,
+wrong outputs and internal errors)."""
 
 from __future__ import annotations
 
@@ -43,9 +44,31 @@ def render_markdown(report: dict[str, Any]) -> str:
         for target, counts in targets.items():
             cells = " | ".join(str(counts[s]) for s in STATUSES)
             lines.append(f"| {suite} | {target} | {sum(counts.values())} | {cells} |")
+    lines += models_table(report["results"])
     for status in STATUSES[1:]:
         lines += _reasons(report["results"], status)
     return "\n".join(lines) + "\n"
+
+
+def models_table(results: list[dict[str, Any]]) -> list[str]:
+    """Case x target for the model suites: `pass`, or the status and its reason."""
+    from ember.tools.conformance.cases import MODEL_SUITES
+
+    rows: dict[str, dict[str, str]] = {}
+    targets: list[str] = []
+    for r in results:
+        if r["suite"] not in MODEL_SUITES:
+            continue
+        targets += [r["target"]] if r["target"] not in targets else []
+        cell = r["status"] if r["status"] == "pass" else f"{r['status']}: {_reason(r['detail'])}"
+        rows.setdefault(f"{r['suite']} | {r['case']}", {})[r["target"]] = cell
+    if not rows:
+        return []
+    lines = ["", "## What models work", "", f"| suite | case | {' | '.join(targets)} |",
+             "|---|---|" + "---|" * len(targets)]
+    lines += [f"| {row} | {' | '.join(cells.get(t, '') for t in targets)} |"
+              for row, cells in rows.items()]
+    return lines
 
 
 def _reasons(results: list[dict[str, Any]], status: str) -> list[str]:

@@ -1,5 +1,7 @@
 """Small vision networks with the block structure of the common model libraries (narrow
-widths, random weights, eval mode), for `torch:vision_nets:NAME` specs. Inputs: 1x3x32x32."""
+widths, random weights, eval mode), for `torch:ember.tools.conformance.vision_nets:NAME`
+specs. Inputs: 1x3x32x32. The conformance `vision` suite and tests/e2e/test_vision_nets.py
+compile them."""
 
 from __future__ import annotations
 
