@@ -3,7 +3,8 @@
 contract.py is the pass contract (PassContext, PassResult, the TuningData a pass may ask
 for); a small pass is one module (fold_bn.py); a pass family that outgrew one file is a
 sub-package: prune/ (structural pruning, PAT), spike/ (spiking quantization), sfc/ (fast
-convolution lowering). modules.py holds module-tree surgery they share. Passes import no
+convolution lowering); decoders/ holds the transformers decoder layouts prune and spike
+share. modules.py holds module-tree surgery they share. Passes import no
 targets, compiler or tools.
 """
 

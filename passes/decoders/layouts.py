@@ -40,7 +40,8 @@ class PruneRoles:
 @dataclass(frozen=True)
 class DecoderLayout:
     """`input_groups`: per block, the linears that read one tensor (the spike pass gives each
-    group one activation mask). `kept_float`: what stays float when the linears spike."""
+    group one activation mask); `norm` names the norm for reports; `conv1d`: the linears are
+    GPT-2 `Conv1D`s; `positions`: a learned position embedding, if any."""
 
     embed: str
     blocks: str
@@ -57,6 +58,7 @@ class DecoderLayout:
                 for group in self.input_groups for name in group]
 
     def kept_float(self) -> list[str]:
+        """What stays float when the linears spike."""
         kept = [self.embed, "lm_head", f"norms ({self.norm})", "attention scores and softmax"]
         return kept if self.positions is None else [*kept, f"{self.positions} (positions)"]
 

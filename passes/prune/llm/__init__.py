@@ -1,3 +1,3 @@
-"""Pruning a Llama-family causal LM: coupled channel groups (groups), post-hoc scores
+"""Pruning a decoder causal LM (its canonical form, passes/decoders): coupled channel groups (groups), post-hoc scores
 (scores), tuning under masks (tune), masking and slicing (slice), end to end (prune).
 """
