@@ -54,6 +54,7 @@ class PassSpec(_Strict):
     def build(self) -> Any:
         from ember.passes import PASSES
 
+        _check_param_types(PASSES[self.name], self.params)
         return PASSES[self.name](**self.params)
 
 
@@ -106,6 +107,25 @@ class CompileConfig(_Strict):
         return self
 
 
+def _check_param_types(pass_class: type, params: dict[str, Any]) -> None:
+    """Each parameter against the pass's annotation (pydantic's lax rules: an int is a
+    float, a number is not a string), so `scope: 1` is a config error, not a crash inside
+    the pass. Unknown names are left to the constructor, which names them."""
+    import typing
+
+    from pydantic import TypeAdapter
+
+    hints = typing.get_type_hints(pass_class)
+    for key, value in params.items():
+        if key not in hints:
+            continue
+        try:
+            TypeAdapter(hints[key]).validate_python(value)
+        except ValidationError:
+            expected = getattr(hints[key], "__name__", None) or str(hints[key])
+            raise ValueError(f"{key} must be {expected}, got {value!r}") from None
+
+
 def _pass_entry(item: Any) -> Any:
     if isinstance(item, str):
         return {"name": item}
@@ -147,6 +167,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.__class__.__name__}") from None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: the YAML nests too deeply to be a config") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -41,6 +41,10 @@ def language_model(
     if example.shape is not None:
         raise ConfigError(f"{spec} is a language model: give example: {{tokens: N}}, not shape")
     tokens = example.tokens or default_tokens
+    limit = _max_positions(wrapped)
+    if limit is not None and tokens > limit:
+        raise ConfigError(f"{spec}: tokens {tokens} is more than the model's "
+                          f"max_position_embeddings {limit}")
     dynamic = {"input_ids": {1: "seq"}} if example.dynamic else {}
     return LoadedModel(
         spec=spec, kind="language", module=wrapped.eval(),
@@ -48,3 +52,10 @@ def language_model(
         output_names=[output_name], dynamic_dims=dynamic, tolerance=EXACT_FP32_DEEP,
         description=description, info={"tokens": tokens, "vocab_size": vocab_size},
     )
+
+
+def _max_positions(wrapped: nn.Module) -> int | None:
+    """The longest sequence the wrapped transformers model is configured for, if it says."""
+    inner = getattr(wrapped, "lm", None) or getattr(wrapped, "encoder", None)
+    limit = getattr(getattr(inner, "config", None), "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else None

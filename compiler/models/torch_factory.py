@@ -25,6 +25,9 @@ def torch_factory(spec: str, target: str, example: ExampleSpec, seed: int) -> Lo
         raise ModelSpecError(f"{spec}: {module_name} has no attribute {attr!r}") from None
     try:
         model = factory()
+    except SystemExit:  # sys.exit as a factory: nothing to compile, and no exit 0 either
+        raise ModelSpecError(f"{spec}: the factory called exit instead of returning a "
+                             "module") from None
     except Exception as exc:
         raise ModelSpecError(f"{spec}: the factory raised {type(exc).__name__}: "
                              f"{first_line(exc)}") from None

@@ -125,6 +125,23 @@ BAD_COMPILES = {
                               "--tune and --tune-minutes need --target tvm"),
     "invalid sfc algorithm": (lambda p: ["--model", "builtin:tiny-cnn", "--pass",
                                          "sfc:algorithm=sfc9"], "algorithm must be auto or"),
+    "a number where a pass wants text": (lambda p: ["--model", "builtin:tiny-cnn", "--pass",
+                                                    "prune:scope=1"], "scope must be str, got 1"),
+    "a number as prune data": (lambda p: ["--model", "builtin:tiny-cnn", "--pass",
+                                          "prune:data=5"], "data must be str, got 5"),
+    "a number as spike data": (lambda p: ["--model", "builtin:tiny-llama", "--pass",
+                                          "spike:data=5"], "data must be str, got 5"),
+    "target option not YAML": (lambda p: ["--model", "builtin:tiny-cnn", "--target-option",
+                                          "threads=["], "the value is not valid YAML"),
+    "YAML nested 5,000 deep": (lambda p: [_bad_config(p, "a: " + "[" * 5000 + "]" * 5000)],
+                               "nests too deeply"),
+    "an example too large for memory": (lambda p: ["--model", "builtin:tiny-cnn", "--shape",
+                                                   "1,3,100000,100000"], "GiB"),
+    "a factory that exits": (lambda p: ["--model", "torch:sys:exit", "--shape", "1,3"],
+                             "the factory called exit"),
+    "more tokens than the model's positions": (lambda p: ["--model", "builtin:tiny-llama",
+                                                          "--tokens", "2000000"],
+                                               "max_position_embeddings 256"),
 }
 
 

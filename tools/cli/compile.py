@@ -107,7 +107,12 @@ def _key_value(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"--target-option {text!r}: expected KEY=VALUE")
-    return key, yaml.safe_load(value)
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"--target-option {text!r}: the value is not valid YAML "
+                          f"({problem})") from None
 
 
 def parse_shape(text: str) -> list[int]:
