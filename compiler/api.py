@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from ember.compiler.data.tuning import LocalData
 from ember.compiler.models import load_model
 from ember.compiler.models.loaded import LoadedModel
 from ember.compiler.pipeline import PassRecord, pass_tolerance, run_passes
-from ember.compiler.provenance import machine, tool_versions
+from ember.compiler.provenance import tool_versions
 from ember.compiler.reference_noise import NOISE_FACTOR, reference_error
 from ember.compiler.verify import verify_artifact
 from ember.errors import (
@@ -290,7 +289,6 @@ def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path,
     return {
         "schema": SCHEMA_VERSION,
         "ember_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": prepared.model_record,
         "target": config.target,
         "format": payload.format,
@@ -303,8 +301,8 @@ def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path,
         "verification": {"status": "pending"},
         "target_info": payload.info,
         "tools": tool_versions(),
-        "machine": machine(),
-        "config": config.model_dump(mode="json"),
+        # no clock, host or output path: the same config gives the same bytes anywhere
+        "config": config.model_dump(mode="json", exclude={"output"}),
     }
 
 

@@ -1,4 +1,5 @@
-"""Tool versions and machine facts recorded in every manifest."""
+"""Tool versions, recorded in every manifest, and machine facts, recorded in bench reports
+(a manifest names no host: the same config gives the same bytes anywhere)."""
 
 from __future__ import annotations
 

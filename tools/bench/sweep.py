@@ -108,7 +108,7 @@ def _up_to_date(config: dict[str, Any]) -> bool:
         recorded = read_manifest(config["output"])["config"]
     except ArtifactError:
         return False
-    return recorded == resolve_config(config).model_dump(mode="json")
+    return recorded == resolve_config(config).model_dump(mode="json", exclude={"output"})
 
 
 def run_sweep(path: Path, out_dir: Path, options: BenchOptions, fail_under_speedup: float | None,
