@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.errors import ArtifactError
-from ember.runtime.manifest import MANIFEST
+from ember.runtime.manifest import DIGEST, MANIFEST, digest_line
 
 
 def check_output(output: Path, force: bool) -> None:
@@ -71,4 +71,6 @@ class ArtifactWriter:
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """`manifest.json`, and `artifact.sha256`, its digest (runtime/manifest.py)."""
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    (folder / DIGEST).write_text(digest_line(folder))

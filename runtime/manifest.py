@@ -1,8 +1,14 @@
 """The artifact manifest: reading it and checking every payload file's sha256.
 
 An artifact directory holds `manifest.json` plus the files it lists under "files", each with
-its sha256 and size. Loading refuses a missing manifest, an unknown schema, a missing file or
-a hash mismatch, before any payload (which may be native code) is touched.
+its sha256 and size, and `artifact.sha256`, the sha256 of the manifest's bytes (in
+`sha256sum` format): one digest that covers the manifest and, through it, every payload file.
+Loading refuses a missing manifest or digest, an unknown schema, a missing file or a hash
+mismatch, before any payload (which may be native code) is touched.
+
+The digest catches an edited manifest (a loosened tolerance, a redirected file name); it is
+not a signature: whoever can rewrite the manifest can rewrite the digest beside it. To trust
+an artifact from elsewhere, compare its `artifact.sha256` with the one its builder published.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from ember.errors import ArtifactError
 
 MANIFEST = "manifest.json"
+DIGEST = "artifact.sha256"
 SCHEMA_VERSION = 1
 
 
@@ -105,9 +112,16 @@ def payload_path(folder: Path, manifest: dict[str, Any], name: Any) -> Path:
     return path
 
 
+def digest_line(folder: Path) -> str:
+    """The `artifact.sha256` line for the manifest now in `folder`."""
+    return f"{sha256_file(folder / MANIFEST)}  {MANIFEST}\n"
+
+
 def check_files(artifact: str | Path, manifest: dict[str, Any]) -> None:
-    """Every file listed in the manifest exists and matches its sha256."""
+    """The manifest matches `artifact.sha256`, and every file it lists exists and matches
+    its sha256."""
     folder = Path(artifact)
+    _check_digest(folder)
     for name, record in manifest["files"].items():
         path = folder / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
@@ -123,3 +137,17 @@ def check_files(artifact: str | Path, manifest: dict[str, Any]) -> None:
                 f"{str(record.get('sha256'))[:12]}..., found {actual[:12]}...): "
                 "the file was modified after compile; refusing to load"
             )
+
+
+def _check_digest(folder: Path) -> None:
+    path = folder / DIGEST
+    try:
+        recorded = path.read_text() if path.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        recorded = ""
+    if recorded is None:
+        raise ArtifactError(f"{folder}: {DIGEST} is missing (an artifact from an older ember: "
+                            "recompile it); refusing to load")
+    if recorded != digest_line(folder):
+        raise ArtifactError(f"{folder}: {MANIFEST} does not match {DIGEST}: the manifest was "
+                            "modified after compile; refusing to load")

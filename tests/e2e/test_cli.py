@@ -65,6 +65,39 @@ def test_tampered_payload_fails_run_with_exit_2(tiny_cnn_cpu, tmp_path, capsys):
     assert "sha256 checksum mismatch for model.onnx" in _one_error_line(err)
 
 
+def test_an_edited_manifest_fails_run_and_inspect_with_exit_2(tiny_cnn_cpu, tmp_path, capsys):
+    """A loosened tolerance is the edit that would make `run --check` pass anything."""
+    art = shutil.copytree(tiny_cnn_cpu, tmp_path / "t")
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["verification"]["tolerance"]["atol"] = 9e5
+    (art / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    code, _, err = _ember(capsys, "run", str(art), "--check")
+    assert code == 2 and "manifest.json does not match artifact.sha256" in _one_error_line(err)
+    code, stdout, _ = _ember(capsys, "inspect", str(art))
+    assert code == 2 and "INTEGRITY PROBLEM" in stdout
+    (art / "artifact.sha256").unlink()
+    code, _, err = _ember(capsys, "run", str(art))
+    assert code == 2 and "artifact.sha256 is missing" in _one_error_line(err)
+
+
+def test_a_manifest_path_outside_the_checked_files_is_refused(tmp_path, capsys):
+    """The op report is read through the checked-path function, even with a digest that
+    matches the edited manifest (a forger can recompute it; the path check still holds)."""
+    from ember.runtime.manifest import DIGEST, digest_line
+
+    art = tmp_path / "n"
+    assert main(["compile", "--model", "builtin:tiny-cnn", "--target", "null", "-o", str(art),
+                 "--quiet"]) == 0
+    (tmp_path / "outside.json").write_text(json.dumps({"layers": [], "totals": {}}))
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["ops"]["report"] = "../outside.json"
+    (art / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    (art / DIGEST).write_text(digest_line(art))
+    capsys.readouterr()
+    code, _, err = _ember(capsys, "inspect", str(art))
+    assert code == 2 and "not among its hash-checked files" in _one_error_line(err)
+
+
 def test_null_target_prints_the_op_table(tmp_path, capsys):
     code, stdout, _ = _ember(capsys, "compile", "--model", "builtin:tiny-cnn", "--target", "null",
                              "-o", str(tmp_path / "n"))

@@ -13,6 +13,7 @@ import ember.runtime as rt
 from ember.errors import UserError
 from ember.progress import Progress
 from ember.runtime.compare import max_errors
+from ember.runtime.manifest import payload_path
 from ember.tools.bench import metrics
 from ember.tools.bench.baseline import Baseline
 from ember.tools.bench.measure import PairedTiming, interleaved
@@ -135,7 +136,8 @@ def _payload_bytes(manifest: dict[str, Any]) -> int:
 
 def _layers(cand: rt.Session, base: rt.Session) -> list[LayerOps]:
     def by_name(session: rt.Session) -> dict[str, dict[str, Any]]:
-        report = json.loads((session.folder / session.manifest["ops"]["report"]).read_text())
+        path = payload_path(session.folder, session.manifest, session.manifest["ops"]["report"])
+        report = json.loads(path.read_text())
         merged: dict[str, dict[str, Any]] = {}
         for layer in report["layers"]:
             entry = merged.setdefault(layer["name"], {"op": layer["op"], "macs": 0, "mults": 0})

@@ -105,7 +105,10 @@ def _tokenize(text: str, session: Session, vocab: int | str) -> tuple[np.ndarray
     if folder:
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_file(str(Path(session.folder) / folder / "tokenizer.json"))
+        from ember.runtime.manifest import payload_path
+
+        path = payload_path(Path(session.folder), session.manifest, f"{folder}/tokenizer.json")
+        tokenizer = Tokenizer.from_file(str(path))
         ids = tokenizer.encode(text, add_special_tokens=False).ids
         return np.asarray(ids, np.int64), "the artifact's tokenizer"
     if isinstance(vocab, int) and vocab >= 256:

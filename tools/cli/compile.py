@@ -125,12 +125,12 @@ def parse_shape(text: str) -> list[int]:
 
 
 def _print_summary(out: Path) -> None:
-    from ember.runtime.manifest import read_manifest
+    from ember.runtime.manifest import payload_path, read_manifest
     from ember.tools.cli.inspect import op_table, verification_line
 
     manifest = read_manifest(out)
     if manifest["format"] == "null":
-        report = json.loads((out / manifest["ops"]["report"]).read_text())
+        report = json.loads(payload_path(out, manifest, manifest["ops"]["report"]).read_text())
         print(op_table(report))
     print(f"wrote {out} ({manifest['target']}, {manifest['format']}); "
           f"{verification_line(manifest['verification'])}", file=sys.stdout)

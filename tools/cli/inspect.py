@@ -19,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ember.runtime.manifest import check_files, read_manifest
+    from ember.errors import ArtifactError
+    from ember.runtime.manifest import check_files, payload_path, read_manifest
 
     folder = Path(args.artifact)
     manifest = read_manifest(folder)
@@ -28,14 +29,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         check_files(folder, manifest)
-        integrity = "all file checksums match"
-    except Exception as exc:  # inspect reports tampering instead of refusing to show anything
-        integrity = f"INTEGRITY PROBLEM: {exc}"
+        integrity, intact = "all file checksums match", True
+    except ArtifactError as exc:  # inspect shows what it can, then exits 2
+        integrity, intact = f"INTEGRITY PROBLEM: {exc}", False
     print(summary(folder, manifest, integrity))
-    if manifest["format"] == "null":
+    if manifest["format"] == "null" and intact:
         print()
-        print(op_table(json.loads((folder / manifest["ops"]["report"]).read_text())))
-    return 0
+        report = payload_path(folder, manifest, manifest["ops"]["report"])
+        print(op_table(json.loads(report.read_text())))
+    return 0 if intact else 2
 
 
 def summary(folder: Path, m: dict[str, Any], integrity: str) -> str:
@@ -54,7 +56,7 @@ def summary(folder: Path, m: dict[str, Any], integrity: str) -> str:
         ("integrity", integrity),
         ("verified", verification_line(m["verification"])),
         ("ops", _ops_line(m["ops"]["totals"])),
-        ("built", f"{m['created']} with ember {m['ember_version']} on {m['machine']['cpu']}"),
+        ("built", f"with ember {m.get('ember_version')}"),
         ("tools", ", ".join(f"{k} {v}" for k, v in m["tools"].items() if v)),
     ]
     if not m["passes"]:
