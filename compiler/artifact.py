@@ -5,11 +5,17 @@ into place only after the manifest is complete; on any error the temporary direc
 removed, so an interrupted or failed compile leaves nothing behind. With `force`, an existing
 artifact (a directory holding a manifest, or an empty one) is replaced after the new one is
 complete; any other existing path is refused, so `--force` never deletes unrelated files.
+
+A temporary directory is named after the process that writes it (`.<out>.tmp-<pid>-<id>`);
+one left by a process that no longer runs (killed with SIGKILL mid-write) and owned by this
+user is removed when the next compile to the same output starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import uuid
 from pathlib import Path
@@ -24,6 +30,9 @@ def check_output(output: Path, force: bool) -> None:
     blocked = next((p for p in output.absolute().parents if p.exists() and not p.is_dir()), None)
     if blocked is not None:
         raise ArtifactError(f"cannot write {output}: {blocked} is a file, not a directory")
+    parent = next(p for p in output.absolute().parents if p.exists())
+    if not os.access(parent, os.W_OK | os.X_OK):  # found now, not after the whole compile
+        raise ArtifactError(f"cannot write {output}: {parent} is not writable")
     if not output.exists() and not output.is_symlink():
         return
     if not force:
@@ -42,10 +51,11 @@ class ArtifactWriter:
         self.output = output
         self.force = force
         check_output(output, force)
-        self.tmp = output.parent / f".{output.name}.tmp-{uuid.uuid4().hex[:8]}"
+        self.tmp = output.parent / f".{output.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def __enter__(self) -> Path:
         self.output.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(self.output)
         self.tmp.mkdir()
         return self.tmp
 
@@ -62,12 +72,47 @@ class ArtifactWriter:
     def _commit(self) -> None:
         check_output(self.output, self.force)  # it may have appeared while we worked
         trash = None
-        if self.output.exists():
-            trash = self.output.parent / f".{self.output.name}.old-{uuid.uuid4().hex[:8]}"
+        if self.force and self.output.exists():  # without force nothing is moved aside
+            trash = self.output.parent / (f".{self.output.name}.old-{os.getpid()}-"
+                                          f"{uuid.uuid4().hex[:8]}")
             self.output.rename(trash)
-        self.tmp.rename(self.output)
+        try:
+            self.tmp.rename(self.output)
+        except OSError as exc:  # a non-empty directory appeared there since the check
+            if trash is not None:
+                with contextlib.suppress(OSError):
+                    trash.rename(self.output)
+            raise ArtifactError(f"cannot write {self.output}: {exc.strerror}") from None
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
+
+
+def sweep_stale(output: Path) -> list[Path]:
+    """Remove this user's temporary siblings of `output` whose writing process is gone."""
+    removed = []
+    for path in output.parent.glob(f".{output.name}.*-*-*"):
+        kind, _, rest = path.name[len(output.name) + 2:].partition("-")
+        pid = rest.partition("-")[0]
+        if kind not in ("tmp", "old") or not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            if path.lstat().st_uid != os.getuid() or not path.is_dir():
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:

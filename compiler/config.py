@@ -90,6 +90,12 @@ class CompileConfig(_Strict):
                 raise ValueError(f"pass {spec.name}: {first_line(exc)}") from None
         return value
 
+    @field_validator("target", mode="before")
+    @classmethod
+    def _unquoted_null(cls, value: Any) -> Any:
+        """`target: null` unquoted is YAML's null: the null target is what it means."""
+        return "null" if value is None else value
+
     @field_validator("target")
     @classmethod
     def _target_exists(cls, value: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ember.errors import ArtifactError, InputError, first_line
+from ember.runtime.arrays import load_npz
 from ember.runtime.compare import Tolerance, compare_outputs
 from ember.runtime.engines import Engine
 from ember.runtime.manifest import payload_path
@@ -16,8 +17,8 @@ from ember.runtime.signature import check_inputs
 from ember.runtime.timing import BenchmarkResult, time_calls
 
 
-def _with_prefix(data, prefix: str) -> dict[str, np.ndarray]:
-    return {k.removeprefix(prefix): data[k] for k in data.files if k.startswith(prefix)}
+def _with_prefix(data: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k.removeprefix(prefix): v for k, v in data.items() if k.startswith(prefix)}
 
 
 class Session:
@@ -66,10 +67,11 @@ class Session:
     def reference_io(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The inputs and torch outputs stored at compile time."""
         path = payload_path(self.folder, self.manifest, self.manifest["reference_io"])
-        with np.load(path, allow_pickle=False) as data:
-            inputs = _with_prefix(data, "input:")
-            outputs = _with_prefix(data, "output:")
-        return inputs, outputs
+        try:
+            data = load_npz(path)
+        except ValueError as exc:
+            raise ArtifactError(f"{self.folder}: reference inputs and outputs: {exc}") from None
+        return _with_prefix(data, "input:"), _with_prefix(data, "output:")
 
     def check(self) -> dict[str, Any]:
         """Re-run the stored reference inputs; compare with the stored outputs under the

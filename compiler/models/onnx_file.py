@@ -11,6 +11,7 @@ from ember.compiler.models.inputs import random_tensor
 from ember.compiler.models.loaded import LoadedModel
 from ember.compiler.models.onnx_normalize import default_opset, normalize
 from ember.errors import ModelSpecError, UnsupportedModelError, first_line
+from ember.runtime.arrays import load_npz
 
 
 def onnx_file(spec: str, path: str, example: ExampleSpec, seed: int) -> LoadedModel:
@@ -77,8 +78,7 @@ def given_inputs(spec: str, path: Path, graph_inputs: list) -> dict[str, np.ndar
     from onnx import helper
 
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+        arrays = load_npz(path)
     except (OSError, ValueError) as exc:
         raise ModelSpecError(f"{spec}: example inputs {path.name}: {first_line(exc)}") from None
     names = [i.name for i in graph_inputs]

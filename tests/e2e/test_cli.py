@@ -234,14 +234,37 @@ def test_run_rejects_wrong_shape_or_dtype(tiny_cnn_cpu, tmp_path, capsys, make_a
 
 
 def test_run_rejects_wrong_input_name_and_bad_files(tiny_cnn_cpu, tmp_path, capsys):
+    import io
+
     np.save(tmp_path / "x.npy", np.zeros((1, 3, 16, 16), np.float32))
     (tmp_path / "junk.npy").write_text("nope")
+    header = io.BytesIO()  # a 128-byte file whose header claims 2.79 TiB
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (1, 3, 500_000, 500_000)})
+    (tmp_path / "huge.npy").write_bytes(b"\x93NUMPY\x01\x00" + header.getvalue()[8:])
+    np.save(tmp_path / "objects.npy", np.array([None, 1], dtype=object), allow_pickle=True)
     cases = [(f"img={tmp_path}/x.npy", "missing input 'image'"),
              (f"image={tmp_path}/absent.npy", "file not found"),
-             (f"image={tmp_path}/junk.npy", "is not a .npy array")]
+             (f"image={tmp_path}/junk.npy", "is not a .npy array"),
+             (f"image={tmp_path}/huge.npy", "but the file holds 0"),
+             (f"image={tmp_path}/objects.npy", "holds Python objects")]
     for item, message in cases:
         code, _, err = _ember(capsys, "run", str(tiny_cnn_cpu), "--input", item)
         assert code == 2 and message in _one_error_line(err)
+
+
+def test_a_garbage_reference_file_is_an_artifact_error(tiny_cnn_cpu, tmp_path, capsys):
+    """Even with its hash and the manifest's digest made to match (a forger's artifact)."""
+    from ember.runtime.manifest import DIGEST, digest_line, file_record
+
+    art = shutil.copytree(tiny_cnn_cpu, tmp_path / "t")
+    (art / "reference_io.npz").write_bytes(b"PK\x03\x04 not really a zip archive")
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["files"]["reference_io.npz"] = file_record(art / "reference_io.npz")
+    (art / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    (art / DIGEST).write_text(digest_line(art))
+    code, _, err = _ember(capsys, "run", str(art), "--check")
+    assert code == 2 and "is not an .npz archive" in _one_error_line(err)
 
 
 def test_doctor_lists_targets(capsys):

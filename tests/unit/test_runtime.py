@@ -59,9 +59,8 @@ def test_missing_manifest_and_missing_payload(artifact, tmp_path):
 
 
 def test_manifest_cannot_point_outside_the_artifact(artifact):
-    manifest = json.loads((artifact / "manifest.json").read_text())
-    manifest["files"]["../escape"] = {"sha256": "0" * 64, "bytes": 0}
-    (artifact / "manifest.json").write_text(json.dumps(manifest))
+    _edit_manifest(artifact, lambda m: m["files"].update({"../escape": {"sha256": "0" * 64,
+                                                                          "bytes": 0}}))
     with pytest.raises(ArtifactError, match="outside the artifact"):
         rt.load(artifact)
 
@@ -102,9 +101,14 @@ def test_sessions_are_safe_from_several_threads(fixture, request):
 
 
 def _edit_manifest(artifact, change) -> None:
+    """A forger's edit: the manifest changed and its digest recomputed to match, so what is
+    tested is the defence behind the digest."""
+    from ember.runtime.manifest import DIGEST, digest_line
+
     manifest = json.loads((artifact / "manifest.json").read_text())
     change(manifest)
     (artifact / "manifest.json").write_text(json.dumps(manifest))
+    (artifact / DIGEST).write_text(digest_line(artifact))
 
 
 @pytest.mark.parametrize(

@@ -22,9 +22,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="ember", description="Compile, verify and run compressed neural networks.")
     parser.add_argument("--version", action="version", version=f"ember {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    # --debug after the subcommand too: SUPPRESS leaves the top-level value unless given
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (compile_command, check, run, bench, inspect, doctor, demo):
-        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP,
+                                 parents=[debug])
         module.add_arguments(command)
         command.set_defaults(handler=module.run)
     return parser
@@ -33,11 +38,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # so a killed compile cleans up like Ctrl-C
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # also while the parser and the commands' modules import
+        print("ember: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)  # argparse itself exits with 2 on bad flags
     from ember.errors import UserError, VerificationError, first_line
 
-    signal.signal(signal.SIGTERM, _interrupt)  # so a killed compile cleans up like Ctrl-C
     try:
         return int(args.handler(args) or 0)
     except UserError as exc:

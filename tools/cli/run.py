@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _read_inputs(items: list[str]) -> dict[str, np.ndarray]:
     from ember.errors import InputError
+    from ember.runtime.arrays import load_npy
 
     inputs = {}
     for item in items:
@@ -48,13 +49,13 @@ def _read_inputs(items: list[str]) -> dict[str, np.ndarray]:
         if not sep or not name or not file:
             raise InputError(f"--input {item!r}: expected NAME=FILE.npy")
         try:
-            inputs[name] = np.load(file, allow_pickle=False)
+            inputs[name] = load_npy(file)
         except FileNotFoundError:
             raise InputError(f"--input {name}: file not found: {file}") from None
-        except (ValueError, OSError) as exc:
-            raise InputError(f"--input {name}: {file} is not a .npy array ({exc})") from None
-        if not isinstance(inputs[name], np.ndarray):
-            raise InputError(f"--input {name}: {file} holds several arrays; give one .npy")
+        except OSError as exc:
+            raise InputError(f"--input {name}: cannot read {file} ({exc.strerror})") from None
+        except ValueError as exc:
+            raise InputError(f"--input {name}: {exc}") from None
     return inputs
 
 
