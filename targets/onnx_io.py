@@ -58,6 +58,20 @@ def _without_build_metadata(model: onnx.ModelProto) -> Iterator[None]:
                 holder.doc_string = doc
 
 
+def drop_undecodable_annotations(model: onnx.ModelProto) -> int:
+    """Remove (in place) every metadata entry and doc string that is not UTF-8: protobuf
+    parses them and hands them out as `bytes`, which fail wherever a string is expected.
+    Returns how many messages lost some."""
+    dropped = 0
+    for holder in _annotated(model):
+        texts = [holder.doc_string, *(t for p in holder.metadata_props for t in (p.key, p.value))]
+        if any(isinstance(text, bytes) for text in texts):
+            holder.ClearField("metadata_props")
+            holder.ClearField("doc_string")
+            dropped += 1
+    return dropped
+
+
 def _annotated(model: onnx.ModelProto) -> Iterator[Any]:
     """Every message of `model` that may hold metadata_props or a doc_string."""
     yield model

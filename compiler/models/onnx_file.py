@@ -12,6 +12,7 @@ from ember.compiler.models.loaded import LoadedModel
 from ember.compiler.models.onnx_normalize import default_opset, normalize
 from ember.errors import ModelSpecError, UnsupportedModelError, first_line
 from ember.runtime.arrays import load_npz
+from ember.targets.onnx_io import drop_undecodable_annotations
 
 
 def onnx_file(spec: str, path: str, example: ExampleSpec, seed: int) -> LoadedModel:
@@ -23,7 +24,11 @@ def onnx_file(spec: str, path: str, example: ExampleSpec, seed: int) -> LoadedMo
         raise ModelSpecError(f"{spec}: file not found: {file}")
     try:
         model = onnx.load(str(file))
+        undecodable = drop_undecodable_annotations(model)
         onnx.checker.check_model(model)
+    except UnicodeDecodeError:
+        raise ModelSpecError(f"{spec}: not a valid ONNX model: a name in the graph is not "
+                             "UTF-8 text") from None
     except (DecodeError, onnx.checker.ValidationError, ValueError, RuntimeError) as exc:
         raise ModelSpecError(f"{spec}: not a valid ONNX model: {first_line(exc)}") from None
     if not model.graph.node:
@@ -42,6 +47,9 @@ def onnx_file(spec: str, path: str, example: ExampleSpec, seed: int) -> LoadedMo
     }
     opset = default_opset(model)
     model, changes = normalize(model, inputs)
+    if undecodable:
+        changes.append(f"metadata and doc strings that are not UTF-8 dropped ({undecodable} "
+                       "places)")
     return LoadedModel(
         spec=spec, kind="onnx", onnx_model=model, inputs=inputs,
         output_names=[o.name for o in model.graph.output],

@@ -222,3 +222,23 @@ def test_read_only_inputs_reach_tvm(tmp_path):
     x = RNG.standard_normal((2, 4)).astype(np.float32)
     x.flags.writeable = False
     np.testing.assert_allclose(rt.load(out).run({"x": x})["y"], _expected(x), atol=1e-5)
+
+
+def test_metadata_that_is_not_utf8_is_dropped_and_recorded(tmp_path):
+    """Protobuf parses such strings and hands them out as bytes; they used to crash op
+    counting. They are annotations, not the graph: dropped, and the manifest says so."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                                                [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.graph.node[0].metadata_props.add(key="note", value="MARK")
+    model.metadata_props.add(key="author", value="MARK")
+    path = tmp_path / "latin1.onnx"
+    path.write_bytes(model.SerializeToString().replace(b"MARK", b"\xe9t\xe9\xff"))
+    out = ember.compile({"model": f"onnx:{path}", "target": "cpu",
+                         "output": str(tmp_path / "out")})
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["info"]["normalized"] == [
+        "metadata and doc strings that are not UTF-8 dropped (2 places)"]
+    assert manifest["verification"]["status"] == "passed"
