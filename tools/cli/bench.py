@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
                            max_quality_drop=args.max_quality_drop)
     progress = Progress()
     out = Path(args.output)
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ConfigError(f"-o {out}: {blocked} is a file; the report needs a directory")
     if args.sweep:
         from ember.tools.bench.sweep import run_sweep
 

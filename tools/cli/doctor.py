@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ncache directory: {cache_dir()}")
     print(f"tvm tuning databases: {database_root()} (tvm: tuning "
           f"{'available' if _can_tune() else 'needs pip install ember[tune]'})")
-    print("missing assets: `make assets` (or python -m ember.tools.assets install)")
+    if any(row[1] == "missing" for row in asset_rows):
+        print("missing assets: `make assets` (or python -m ember.tools.assets install)")
     return 0
 
 
