@@ -322,3 +322,22 @@ def test_values_the_engine_rejects_are_input_errors(tmp_path, capsys):
     capsys.readouterr()
     code, _, err = _ember(capsys, "run", str(out), "--input", f"input_ids={tmp_path}/oov.npy")
     assert code == 2 and "engine failed on these inputs" in _one_error_line(err)
+
+
+def test_a_zero_output_reference_is_flagged_not_silently_passed(tmp_path, capsys, monkeypatch):
+    """A classifier head initialized to zero: every output is exactly 0, so "max abs error 0"
+    proves nothing; the compile says so and the manifest records why."""
+    (tmp_path / "zero_head.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    head = torch.nn.Linear(8, 4)\n"
+        "    torch.nn.init.zeros_(head.weight); torch.nn.init.zeros_(head.bias)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), head)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    code, stdout, _ = _ember(capsys, "compile", "--model", "torch:zero_head:make", "--shape",
+                             "1,6", "-o", str(out))
+    assert code == 0
+    assert "WARNING: the reference 'output' is near zero (max |y| = 0)" in stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["verification"]["degenerate_reference"] == {"output": "near zero (max |y| = 0)"}

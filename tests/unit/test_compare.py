@@ -41,3 +41,33 @@ def test_nan_and_infinity_where_the_reference_has_them_pass():
                   [np.nan, -np.inf, np.inf, np.nan]):
         got = np.array(wrong, np.float32)
         assert compare_outputs({"y": got}, {"y": ref}, TOL)["status"] == "failed", wrong
+
+
+def test_tiny_outputs_are_checked_relative_to_their_size():
+    """Logits of 1e-15 (a deep random network) used to pass an atol of 1e-5 whatever the
+    artifact computed; the absolute term now shrinks with the output."""
+    reference = {"y": np.array([1e-15, -2e-15, 3e-15], np.float32)}
+    wrong = {"y": np.array([3e-15, 1e-15, -1e-15], np.float32)}
+    result = compare_outputs(wrong, reference, Tolerance(atol=1e-5, rtol=1e-5))
+    assert result["status"] == "failed"
+    assert result["degenerate_reference"] == {"y": "near zero (max |y| = 3e-15)"}
+    close = {"y": reference["y"] * np.float32(1 + 1e-7)}
+    assert compare_outputs(close, reference, Tolerance(1e-5, 1e-5))["status"] == "passed"
+
+
+def test_outputs_of_ordinary_size_keep_the_absolute_tolerance():
+    reference = {"y": np.array([0.0, 2.0, -3.0], np.float32)}
+    near = {"y": np.array([8e-6, 2.0, -3.0], np.float32)}
+    result = compare_outputs(near, reference, Tolerance(atol=1e-5, rtol=0.0))
+    assert result["status"] == "passed" and "degenerate_reference" not in result
+    assert result["outputs"]["y"]["scale"] == 3.0
+
+
+def test_zero_and_constant_references_are_named_degenerate():
+    zeros = {"y": np.zeros((1, 10), np.float32)}
+    result = compare_outputs(zeros, zeros, Tolerance(1e-5, 1e-5))
+    assert result["status"] == "passed"
+    assert result["degenerate_reference"] == {"y": "near zero (max |y| = 0)"}
+    constant = {"y": np.full((1, 4), 0.25, np.float32)}
+    assert compare_outputs(constant, constant, Tolerance(1e-5, 1e-5))[
+        "degenerate_reference"] == {"y": "constant (every element is 0.25)"}

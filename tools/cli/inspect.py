@@ -115,8 +115,10 @@ def verification_line(v: dict[str, Any]) -> str:
     worst = max(v["outputs"].items(), key=lambda kv: kv[1]["max_abs"] or 0.0)
     bound = ("end to end reported, not bounded" if tol["atol"] == float("inf")
              else f"atol={tol['atol']:g}, rtol={tol['rtol']:g}")
-    line = (f"verification {v['status']}: max abs error {worst[1]['max_abs']:.3g} on "
-            f"{worst[0]!r} ({bound})")
+    relative = worst[1].get("max_rel")
+    line = (f"verification {v['status']}: max abs error {worst[1]['max_abs']:.3g}"
+            + (f", relative {relative:.3g}" if relative is not None else "")
+            + f" on {worst[0]!r} ({bound})")
     if v.get("reference"):
         line = line.replace("max abs error", f"{v['reference']}: max abs error")
     if v.get("device") == "cpu":  # a gpu program checked without a GPU
@@ -130,6 +132,8 @@ def verification_line(v: dict[str, Any]) -> str:
     if layers:
         line += (f"; integer layers {layers['bit_exact']}/{layers['layers']} bit-exact, "
                  f"max {layers['max_relative_error']:.2g} of their range")
+    for name, why in (v.get("degenerate_reference") or {}).items():
+        line += f"; WARNING: the reference {name!r} is {why}, so this check proves little"
     return line
 
 
