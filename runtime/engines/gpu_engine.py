@@ -11,6 +11,7 @@ for device "cpu": the program in fp32 through the kernels' references.
 from __future__ import annotations
 
 import importlib.util
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def gpu_status() -> tuple[bool, str]:
 
 
 class GpuEngine:
-    thread_safe = False  # CUDA graphs replay into shared static buffers
+    thread_safe = True  # CUDA graphs replay into shared static buffers: `run` holds a lock
 
     def __init__(self, folder: Path, manifest: dict[str, Any], *, threads: int | None = None,
                  device: str | None = None) -> None:  # threads: the GPU needs none
@@ -59,16 +60,20 @@ class GpuEngine:
             raise ArtifactError(f"{folder}: the gpu program does not load: {exc}") from None
         self.device = device
         self.runner = ProgramRunner(module, device, bool(info.get("cuda_graphs", True)))
+        self.lock = threading.Lock()
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
         if self.engine == "onnxruntime":
             return self.session.run(None, dict(zip(self.input_names, inputs, strict=True)))
         import torch
 
-        out = self.runner(torch.from_numpy(np.ascontiguousarray(inputs[0])))
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-        return [out.detach().float().cpu().numpy()]
+        # one call at a time: a replay writes the graph's static input and output buffers,
+        # which stay shared until the result is copied off the device
+        with self.lock:
+            out = self.runner(torch.from_numpy(np.ascontiguousarray(inputs[0])))
+            if self.device == "cuda":
+                torch.cuda.synchronize()
+            return [out.detach().float().cpu().numpy()]
 
 
 def _cuda_session(path: Path) -> Any:

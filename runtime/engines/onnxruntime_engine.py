@@ -7,7 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from ember.errors import ArtifactError
 from ember.runtime.manifest import payload_path
+
+MAX_THREADS = 1024  # ONNX Runtime builds its pool eagerly: a huge count crashes the process
 
 
 class OnnxRuntimeEngine:
@@ -20,6 +23,9 @@ class OnnxRuntimeEngine:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         threads = threads if threads is not None else manifest["target_info"].get("threads", 0)
+        if type(threads) is not int or not 0 <= threads <= MAX_THREADS:
+            raise ArtifactError(f"{folder}: threads {threads!r} is not a count of 0 (all cores) "
+                                f"to {MAX_THREADS}")
         options.intra_op_num_threads = threads
         options.log_severity_level = 4  # errors surface as exceptions
         self.session = ort.InferenceSession(

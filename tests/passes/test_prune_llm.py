@@ -267,3 +267,20 @@ def test_smollm2_hidden_576_to_432():
     assert sliced.lm_head.weight is sliced.model.embed_tokens.weight
     ids = torch.randint(0, lm.config.vocab_size, (1, 16), generator=g)
     assert _masked_error(lm, keep, sliced, ids) <= 1e-4
+
+
+def test_the_equivalence_bound_grows_with_the_models_own_fp32_noise(monkeypatch):
+    """1e-4 of the logit range, or 8x the pruned model's fp32 error where that is larger (a
+    pruned residual stream has larger activations): measured, not assumed."""
+    from ember.passes.prune.llm import prune as pipeline
+
+    lm = _llama("tied")
+    plan = pipeline.LLMPlan("magnitude", 0.25, ("ffn",), 4, 4, 8.0, 0, "reference", "mask",
+                            pipeline.TuneSettings(steps=0, batch=2))
+    monkeypatch.setattr(pipeline, "_relative_error", lambda *args: 2e-4)
+    monkeypatch.setattr(pipeline, "_fp32_noise", lambda *args: 5e-5)  # bound 4e-4
+    pruned, stats = pipeline.prune_llm(lm, plan, _ids(), _ids()[:1], None)
+    assert stats["equivalence_max_rel"] == 2e-4
+    monkeypatch.setattr(pipeline, "_fp32_noise", lambda *args: 1e-5)  # bound 1e-4
+    with pytest.raises(PruneError, match=r"differs .* by 2.00e-04 .*bound 1.00e-04"):
+        pipeline.prune_llm(lm, plan, _ids(), _ids()[:1], None)

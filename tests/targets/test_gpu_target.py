@@ -186,3 +186,34 @@ def test_device_check_of_artifacts_on_the_cpu_path(tmp_path, capsys):
     assert len(rows) == 3 and all(r["ok"] for r in rows), rows
     (pair,) = timing(True, specs, device="cpu")
     assert pair["baseline_ms"] > 0 and pair["candidate_ms"] > 0 and pair["ratio"] > 0
+
+
+def test_one_session_serves_several_threads_one_call_at_a_time(tmp_path, capsys):
+    """CUDA-graph replays share static buffers, so `run` holds a lock: checked on the CPU
+    path by watching the program runner for overlapping calls from 8 threads."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    code, err = _compile(tmp_path, capsys, "--model", "builtin:tiny-cnn")
+    assert code == 0, err
+    session = rt.load(tmp_path / "a", device="cpu")
+    assert session.thread_safe
+    engine, inner = session.engine, session.engine.runner
+    active, overlaps = [0], []
+
+    def watched(x):
+        active[0] += 1
+        overlaps.append(active[0] > 1)
+        time.sleep(0.01)  # a window another thread would fall into without the lock
+        try:
+            return inner(x)
+        finally:
+            active[0] -= 1
+
+    engine.runner = watched
+    inputs, reference = session.reference_io()
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: session.run(inputs), range(32)))
+    assert len(overlaps) == 32 and not any(overlaps)
+    for out in results:
+        np.testing.assert_allclose(out["logits"], reference["logits"], atol=1e-4)

@@ -12,7 +12,8 @@
 4. export: merge LoRA, fold the HSMs into their writers, slice (passes/prune/llm/slice.py);
 5. back to the user's class, then check: the hard-masked tuning graph (LoRA unmerged, HSM
    hooks live) and the pruned model give the same logits, max |Δ| <= 1e-4 of max |logit| in
-   fp32, else the pass fails.
+   fp32 (or NOISE_FACTOR x the pruned model's own fp32 error, where larger), else the pass
+   fails.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ from ember.passes.prune.pat.model import MaskedDecoder
 from ember.progress import QUIET, Progress
 
 EQUIVALENCE_BOUND = 1e-4
+#: the masked and the sliced model are both fp32 approximations of one function: the bound
+#: grows to this many times the sliced model's own fp32 error (against float64) where that is
+#: larger, as the compile's verification does (a pruned residual stream grows activations)
+NOISE_FACTOR = 8
 SCORING_WINDOWS = 16  # windows for taylor scores, from the tuning data
 
 
@@ -89,7 +94,17 @@ def keep_counts(groups: DecoderGroups, scopes: tuple[str, ...], ratio: float,
 def prune_llm(lm: nn.Module, plan: LLMPlan, windows: torch.Tensor, example: torch.Tensor,
               checkpoint_dir: Path | None, progress: Progress = QUIET
               ) -> tuple[nn.Module, dict[str, Any]]:
-    """(pruned and tuned LM of `lm`'s class, stats). `lm` is left untouched."""
+    """(pruned and tuned LM of `lm`'s class, stats). `lm` is left untouched. Deterministic:
+    every random draw (LoRA and HSM initialization, dropout) comes from torch's generator
+    seeded with the plan's seed, inside a fork that leaves the caller's generator as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(plan.tune.seed)
+        return _prune_llm(lm, plan, windows, example, checkpoint_dir, progress)
+
+
+def _prune_llm(lm: nn.Module, plan: LLMPlan, windows: torch.Tensor, example: torch.Tensor,
+               checkpoint_dir: Path | None, progress: Progress
+               ) -> tuple[nn.Module, dict[str, Any]]:
     canonical = canonical_form(lm)
     view_error = check_view(lm, canonical.model, example)
     source = canonical.model
@@ -131,9 +146,12 @@ def prune_llm(lm: nn.Module, plan: LLMPlan, windows: torch.Tensor, example: torc
     after = decoder_groups(pruned_canonical)  # before restore, which may work in place
     pruned = canonical.restore(pruned_canonical)
     error = _relative_error(reference, pruned, example)
-    if error > EQUIVALENCE_BOUND:
+    bound = EQUIVALENCE_BOUND
+    if error > bound:
+        bound = max(bound, NOISE_FACTOR * _fp32_noise(pruned, example))
+    if error > bound:
         raise PruneError(f"the sliced model differs from the masked tuning graph by {error:.2e} "
-                         f"of the logit range (bound {EQUIVALENCE_BOUND:.0e})")
+                         f"of the logit range (bound {bound:.2e})")
     stats = _stats(lm, pruned, groups, after, keep, plan, log, error)
     stats["canonical_form_max_rel"] = float(f"{view_error:.3g}")
     return pruned.eval(), stats
@@ -161,6 +179,15 @@ def _relative_error(reference: torch.Tensor, pruned: nn.Module, example: torch.T
     logits = pruned(input_ids=example, use_cache=False).logits
     scale = float(reference.abs().max()) or 1.0
     return float((logits.float() - reference.float()).abs().max()) / scale
+
+
+@torch.no_grad()
+def _fp32_noise(model: nn.Module, example: torch.Tensor) -> float:
+    """`max |fp32 - float64| / max |float64|` of `model`'s logits: its own rounding error."""
+    exact = copy.deepcopy(model).double()
+    reference = exact(input_ids=example, use_cache=False).logits
+    logits = model(input_ids=example, use_cache=False).logits.double()
+    return float((logits - reference).abs().max() / reference.abs().max().clamp_min(1e-300))
 
 
 def _params(model: nn.Module) -> int:
