@@ -21,9 +21,9 @@ what the rest computes, once they are zero:
 `head_dim` itself is never split: RoPE pairs channels `i` and `i + hd/2` inside a head.
 
 `decoder_groups` reads these sizes off the modules and refuses, with `PruneError`, anything the
-slicer has no exact rule for: LayerNorm (not zero-preserving), fused qkv or gate_up
-projections, extra per-layer modules (Gemma-2's sandwich norms, Qwen-3's q/k norms), Gemma's
-`(1 + w)` norm and embedding multiplier (by model type), an `lm_head` bias, per-layer shapes.
+slicer has no exact rule for: a family without a layout, a Llama-layout model with LayerNorm,
+fused projections or extra weighted per-layer modules (Gemma-2's sandwich norms; Qwen3's
+per-head q/k norms are known and kept whole), an `lm_head` bias, per-layer shapes.
 """
 
 from __future__ import annotations
