@@ -78,6 +78,8 @@ class Session:
         tolerance the compile used (see ember.runtime.compare)."""
         inputs, reference = self.reference_io()
         tol = self.manifest["verification"].get("tolerance")
-        if not isinstance(tol, dict) or set(tol) != {"atol", "rtol"}:
-            raise ArtifactError(f"{self.folder}: the manifest records no verification tolerance")
+        if not isinstance(tol, dict) or set(tol) != {"atol", "rtol"} or not all(
+                type(v) in (int, float) and v >= 0 for v in tol.values()):  # inf is allowed
+            raise ArtifactError(f"{self.folder}: the manifest records no verification tolerance "
+                                f"(atol and rtol, numbers >= 0): {tol!r}")
         return compare_outputs(self.run(inputs), reference, Tolerance(**tol))

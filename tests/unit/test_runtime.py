@@ -132,3 +132,10 @@ def test_manifest_cannot_smuggle_unchecked_files_or_break_the_runtime(artifact, 
     with pytest.raises(ArtifactError, match=message):
         session = rt.load(artifact)
         session.run(session.reference_io()[0])
+
+
+def test_a_tolerance_that_is_not_a_number_is_refused_by_check(artifact):
+    """Found by the fuzz suite: `atol: null` reached the comparison and raised TypeError."""
+    _edit_manifest(artifact, lambda m: m["verification"]["tolerance"].update(atol=None))
+    with pytest.raises(ArtifactError, match="records no verification tolerance"):
+        rt.load(artifact).check()
