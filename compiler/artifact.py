@@ -25,9 +25,14 @@ from ember.errors import ArtifactError
 from ember.runtime.manifest import DIGEST, MANIFEST, digest_line
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The first of `folder`'s ancestors that exists and is not a directory, if any."""
+    return next((p for p in folder.absolute().parents if p.exists() and not p.is_dir()), None)
+
+
 def check_output(output: Path, force: bool) -> None:
     """Refuse an existing output before any work starts (unless it is a replaceable artifact)."""
-    blocked = next((p for p in output.absolute().parents if p.exists() and not p.is_dir()), None)
+    blocked = file_in_the_way(output)
     if blocked is not None:
         raise ArtifactError(f"cannot write {output}: {blocked} is a file, not a directory")
     parent = next(p for p in output.absolute().parents if p.exists())

@@ -17,10 +17,10 @@ result is untied.
 from __future__ import annotations
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import LlamaForCausalLM, PreTrainedModel
 
 from ember.errors import UnsupportedModelError
-from ember.passes.decoders.loading import load_like
+from ember.passes.decoders.loading import llama_config_like, load_like
 
 _EMBED = "model.embed_tokens.weight"
 _FINAL_NORM = "model.norm.weight"
@@ -32,16 +32,9 @@ def gemma_to_llama(lm: PreTrainedModel) -> LlamaForCausalLM:
     if getattr(config, "use_bidirectional_attention", False):
         raise UnsupportedModelError("gemma with use_bidirectional_attention is not a causal "
                                     "LM; the Llama view is causal")
-    view_config = LlamaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        num_key_value_heads=config.num_key_value_heads, head_dim=config.head_dim,
-        hidden_act=config.hidden_act, max_position_embeddings=config.max_position_embeddings,
-        rms_norm_eps=config.rms_norm_eps, rope_parameters=config.rope_parameters,
-        attention_bias=config.attention_bias, mlp_bias=False, tie_word_embeddings=False,
-        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id)
+    view_config = llama_config_like(config, config.head_dim,
+                                    attention_bias=config.attention_bias,
+                                    tie_word_embeddings=False)  # lm_head is E, the input s·E
     state = {}
     for key, tensor in lm.state_dict().items():
         state[key] = (tensor.float() + 1.0).to(tensor.dtype) if _is_norm(key) else tensor
@@ -81,8 +74,8 @@ def llama_to_gemma(view: PreTrainedModel, original: PreTrainedModel) -> PreTrain
 
 
 def _is_norm(key: str) -> bool:
-    return key.endswith(("layernorm.weight", "self_attn.q_norm.weight",
-                         "self_attn.k_norm.weight")) or key == _FINAL_NORM
+    """Gemma's RMSNorm gains: two per layer and the final one."""
+    return key.endswith("layernorm.weight") or key == _FINAL_NORM
 
 
 def _scale(hidden: int, dtype: torch.dtype) -> torch.Tensor:

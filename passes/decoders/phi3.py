@@ -10,10 +10,10 @@ whatever widths the Llama model has.
 from __future__ import annotations
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
+from transformers import LlamaForCausalLM, PreTrainedModel
 
 from ember.errors import UnsupportedModelError
-from ember.passes.decoders.loading import load_like
+from ember.passes.decoders.loading import llama_config_like, load_like
 
 
 def phi3_to_llama(lm: PreTrainedModel) -> LlamaForCausalLM:
@@ -24,16 +24,7 @@ def phi3_to_llama(lm: PreTrainedModel) -> LlamaForCausalLM:
             f"phi3 with partial_rotary_factor {config.partial_rotary_factor} rotates only part "
             "of each head, which the Llama view (and so the pruning rules) does not")
     head_dim = _head_dim(config)
-    view_config = LlamaConfig(
-        vocab_size=config.vocab_size, hidden_size=config.hidden_size,
-        intermediate_size=config.intermediate_size, num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        num_key_value_heads=config.num_key_value_heads, head_dim=head_dim,
-        hidden_act=config.hidden_act, max_position_embeddings=config.max_position_embeddings,
-        rms_norm_eps=config.rms_norm_eps, rope_parameters=config.rope_parameters,
-        attention_bias=False, mlp_bias=False, tie_word_embeddings=config.tie_word_embeddings,
-        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id,
-        pad_token_id=config.pad_token_id)
+    view_config = llama_config_like(config, head_dim, attention_bias=False)
     q_rows = config.num_attention_heads * head_dim
     kv_rows = config.num_key_value_heads * head_dim
     state = {}

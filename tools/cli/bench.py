@@ -32,6 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ember.compiler.artifact import file_in_the_way
     from ember.errors import ConfigError
     from ember.progress import Progress
     from ember.tools.bench.evaluate import BenchOptions
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
                            max_quality_drop=args.max_quality_drop)
     progress = Progress()
     out = Path(args.output)
-    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    blocked = out if out.exists() and not out.is_dir() else file_in_the_way(out)
     if blocked is not None:
         raise ConfigError(f"-o {out}: {blocked} is a file; the report needs a directory")
     if args.sweep:

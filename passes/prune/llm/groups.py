@@ -124,7 +124,8 @@ def _llama_groups(lm: nn.Module) -> DecoderGroups:
     _check_eps(lm, len(layers))
     return DecoderGroups(hidden=hidden, num_layers=len(layers), num_heads=num_heads,
                          num_kv_heads=num_kv_heads, head_dim=head_dim,
-                         intermediate=intermediate, tied=head.weight is embed.weight)
+                         intermediate=intermediate, tied=head.weight is embed.weight,
+                         family=config.model_type)
 
 
 def _layernorm_groups(lm: nn.Module, layout: DecoderLayout) -> DecoderGroups:

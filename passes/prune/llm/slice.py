@@ -155,7 +155,7 @@ def slice_decoder(lm: PreTrainedModel, keep: KeepSet) -> PreTrainedModel:
     plan = _resolve(lm, keep)
     config = _sliced_config(lm, plan)
     state = _sliced_state(lm, plan)
-    return _rebuild(lm, config, state, plan.groups.tied)
+    return _rebuild(lm, config, state, plan.groups)
 
 
 @torch.no_grad()
@@ -340,9 +340,9 @@ def _ffn_rules(plan: _Plan) -> dict[str, tuple[torch.Tensor, torch.Tensor | None
 
 
 def _rebuild(lm: PreTrainedModel, config: PretrainedConfig, state: dict[str, torch.Tensor],
-             tied: bool) -> PreTrainedModel:
+             groups: DecoderGroups) -> PreTrainedModel:
     """`type(lm)(config)` with `state` loaded strictly: what `from_pretrained` will do."""
-    layout = decoder_groups(lm).layout
+    layout, tied = groups.layout, groups.tied
     embed_name = layout.embed
     weight = lm.get_submodule(embed_name).weight
     sliced = type(lm)(config).to(device=weight.device, dtype=weight.dtype)
