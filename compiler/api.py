@@ -22,9 +22,10 @@ from ember.compiler.data.tuning import LocalData
 from ember.compiler.models import load_model
 from ember.compiler.models.loaded import LoadedModel
 from ember.compiler.pipeline import PassRecord, pass_tolerance, run_passes
+from ember.compiler.probe import Probe, find_probe, is_degenerate
 from ember.compiler.provenance import tool_versions
 from ember.compiler.reference_noise import NOISE_FACTOR, reference_error
-from ember.compiler.verify import verify_artifact
+from ember.compiler.verify import verify_artifact, verify_probe
 from ember.errors import (
     ConfigError,
     UnsupportedModelError,
@@ -63,6 +64,9 @@ class Prepared:
     #: onnx: models whose reference outputs come from onnx's reference evaluator, because
     #: ONNX Runtime cannot run them: ONNX Runtime's reason (None: it ran them)
     onnxruntime_failure: str | None = None
+    #: degenerate reference outputs: inputs that give non-degenerate ones, or why none do
+    #: (compiler/probe.py); None when the reference is not degenerate
+    probe: Probe | str | None = None
 
 
 def resolve_config(config: CompileConfig | dict[str, Any] | str | Path, source: str | None = None,
@@ -102,6 +106,8 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
             from ember.compiler.export import export_onnx
 
             onnx_model = export_onnx(model, loaded.inputs, loaded.output_names, loaded.dynamic_dims)
+    probe = (_probe(model, onnx_model, loaded, reference, progress)
+             if is_degenerate(reference) else None)
     tolerance = _tolerance(config, loaded, records)
     if model is not None and tolerance.atol < EXACT_CLASS_ATOL:
         with progress.stage("measuring the fp32 reference's own rounding (float64 run)"):
@@ -113,7 +119,18 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
         if spiking is not None:
             op_report["spiking"] = spiking
     return Prepared(config, loaded, model, records, onnx_model, reference, tolerance,
-                    model_record, op_report, ort_failure)
+                    model_record, op_report, ort_failure, probe)
+
+
+def _probe(model: Any, onnx_model: Any, loaded: LoadedModel,
+           reference: dict[str, np.ndarray], progress: Progress) -> Probe | str:
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if model is not None:
+            return _torch_reference(model, loaded, inputs)
+        return _onnx_reference(onnx_model, loaded, inputs)[0]
+
+    with progress.stage("the reference outputs are degenerate: probing other inputs"):
+        return find_probe(loaded.inputs, reference, run)
 
 
 def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
@@ -173,18 +190,20 @@ def work_dir(config: CompileConfig) -> Path | None:
     return output.parent / f".{output.name}.work"
 
 
-def _torch_inputs(loaded: LoadedModel) -> dict[str, Any]:
+def _torch_inputs(loaded: LoadedModel, inputs: dict[str, np.ndarray] | None = None
+                  ) -> dict[str, Any]:
     import torch
 
-    return {k: torch.from_numpy(v) for k, v in loaded.inputs.items()}
+    return {k: torch.from_numpy(v) for k, v in (inputs or loaded.inputs).items()}
 
 
-def _torch_reference(model: Any, loaded: LoadedModel) -> dict[str, np.ndarray]:
+def _torch_reference(model: Any, loaded: LoadedModel,
+                     inputs: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     import torch
 
     try:
         with torch.no_grad():
-            out = model(*_torch_inputs(loaded).values())
+            out = model(*_torch_inputs(loaded, inputs).values())
     except Exception as exc:
         raise UserError(f"the model failed on its example inputs: {type(exc).__name__}: "
                         f"{first_line(exc)}") from None
@@ -194,7 +213,8 @@ def _torch_reference(model: Any, loaded: LoadedModel) -> dict[str, np.ndarray]:
     return {n: o.detach().numpy() for n, o in zip(loaded.output_names, outs, strict=True)}
 
 
-def _onnx_reference(onnx_model: Any, loaded: LoadedModel
+def _onnx_reference(onnx_model: Any, loaded: LoadedModel,
+                    inputs: dict[str, np.ndarray] | None = None
                     ) -> tuple[dict[str, np.ndarray], str | None]:
     """(the source model's outputs, None) from ONNX Runtime; where it cannot run the model,
     (the outputs of onnx's reference evaluator, ONNX Runtime's reason); a decline when
@@ -206,14 +226,14 @@ def _onnx_reference(onnx_model: Any, loaded: LoadedModel
     try:
         session = ort.InferenceSession(onnx_model.SerializeToString(), options,
                                        providers=["CPUExecutionProvider"])
-        outs = session.run(loaded.output_names, loaded.inputs)
+        outs = session.run(loaded.output_names, inputs or loaded.inputs)
         return _as_declared(onnx_model, dict(zip(loaded.output_names, outs, strict=True))), None
     except Exception as exc:  # ORT raises its own Fail / InvalidArgument / NotImplemented types
         failure = f"ONNX Runtime cannot run the source model: {first_line(exc)}"
     try:
         from onnx.reference import ReferenceEvaluator
 
-        outs = ReferenceEvaluator(onnx_model).run(loaded.output_names, loaded.inputs)
+        outs = ReferenceEvaluator(onnx_model).run(loaded.output_names, inputs or loaded.inputs)
     except Exception:  # the evaluator's own error kinds: ORT's reason is the one to give
         raise UnsupportedModelError(failure) from None
     return {n: np.asarray(o) for n, o in zip(loaded.output_names, outs, strict=True)}, failure
@@ -327,6 +347,11 @@ def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder:
         result["reference"] = "onnx's reference evaluator (ONNX Runtime cannot run the model)"
     if result["status"] != "passed":
         raise VerificationError(f"verification failed: {describe_failure(result)}")
+    if prepared.probe is not None:
+        probe = prepared.probe
+        probe_tolerance = checked if isinstance(probe, str) else _with_precision(
+            prepared.tolerance, payload.precision, probe.outputs, config)
+        result["probe"] = verify_probe(folder, probe, probe_tolerance, payload.verify_device)
     layers = _verify_integer_layers(prepared, progress)
     if layers is not None:
         result["integer_layers"] = layers

@@ -60,15 +60,17 @@ def _compare_one(actual: np.ndarray, reference: np.ndarray, tol: Tolerance) -> d
     passed = bool(np.all(alike | close))
     max_abs, max_rel = max_errors(actual[~alike], reference[~alike])
     record = {"passed": passed, "max_abs": max_abs, "max_rel": max_rel, "scale": scale}
-    degenerate = _degenerate(finite, scale)
+    degenerate = degenerate_reason(finite)
     if degenerate:
         record["degenerate"] = degenerate
     return record
 
 
-def _degenerate(finite: np.ndarray, scale: float) -> str | None:
-    """Why the reference cannot show a wrong artifact, or None: every element (near) zero,
-    or every element the same (a difference in the function would rarely show)."""
+def degenerate_reason(finite: np.ndarray) -> str | None:
+    """Why a reference (its finite elements) cannot show a wrong artifact, or None: every
+    element (near) zero, or every element the same (a difference in the function would
+    rarely show)."""
+    scale = float(np.abs(finite).max()) if finite.size else 0.0
     if finite.size and scale < DEGENERATE_SCALE:
         return f"near zero (max |y| = {scale:.3g})"
     if finite.size > 1 and float(finite.max()) == float(finite.min()):

@@ -339,5 +339,51 @@ def test_a_zero_output_reference_is_flagged_not_silently_passed(tmp_path, capsys
                              "1,6", "-o", str(out))
     assert code == 0
     assert "WARNING: the reference 'output' is near zero (max |y| = 0)" in stdout
+    assert "the outputs do not depend on the input" in stdout  # no probe can help
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["verification"]["degenerate_reference"] == {"output": "near zero (max |y| = 0)"}
+    verification = manifest["verification"]
+    assert verification["degenerate_reference"] == {"output": "near zero (max |y| = 0)"}
+    assert verification["probe"]["status"] == "none"
+
+
+_DEAD_ON_EXAMPLES = (
+    "import torch\n"
+    "def make():\n"
+    "    # ReLU(x - 10) per feature: exactly 0 on standard-normal example inputs\n"
+    "    lin = torch.nn.Linear(6, 6)\n"
+    "    torch.nn.init.eye_(lin.weight); torch.nn.init.constant_(lin.bias, -10.0)\n"
+    "    return torch.nn.Sequential(lin, torch.nn.ReLU(), torch.nn.Linear(6, 3, bias=False))\n")
+
+
+def test_a_degenerate_reference_is_also_verified_on_probe_inputs(tmp_path, capsys,
+                                                                 monkeypatch):
+    """Outputs that are constant on the example inputs: the artifact is also checked on
+    scaled-up inputs where they are not, and that check is recorded."""
+    (tmp_path / "dead.py").write_text(_DEAD_ON_EXAMPLES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    code, stdout, _ = _ember(capsys, "compile", "--model", "torch:dead:make", "--shape", "1,6",
+                             "-o", str(out))
+    assert code == 0
+    assert "so the artifact was also checked on the example inputs x1e+02: passed" in stdout
+    probe = json.loads((out / "manifest.json").read_text())["verification"]["probe"]
+    assert probe["status"] == "passed" and probe["inputs"] == "the example inputs x1e+02"
+    assert probe["outputs"]["output"]["scale"] > 1.0
+
+
+def test_the_probe_catches_an_artifact_that_agrees_only_on_degenerate_outputs(
+        tmp_path, capsys, monkeypatch):
+    """An engine that halves every output agrees with a reference of zeros; on the probe
+    inputs it does not, and the compile fails instead of passing with a warning."""
+    from ember.runtime.engines.onnxruntime_engine import OnnxRuntimeEngine
+
+    (tmp_path / "dead.py").write_text(_DEAD_ON_EXAMPLES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    honest = OnnxRuntimeEngine.run
+    monkeypatch.setattr(OnnxRuntimeEngine, "run",
+                        lambda self, inputs: [o * 0.5 for o in honest(self, inputs)])
+    code, _, err = _ember(capsys, "compile", "--model", "torch:dead:make", "--shape", "1,6",
+                          "-o", str(tmp_path / "out"))
+    assert code == 1
+    assert "verification failed on the probe inputs (the example inputs x1e+02)" in err
+    assert not (tmp_path / "out").exists()

@@ -132,9 +132,23 @@ def verification_line(v: dict[str, Any]) -> str:
     if layers:
         line += (f"; integer layers {layers['bit_exact']}/{layers['layers']} bit-exact, "
                  f"max {layers['max_relative_error']:.2g} of their range")
-    for name, why in (v.get("degenerate_reference") or {}).items():
-        line += f"; WARNING: the reference {name!r} is {why}, so this check proves little"
-    return line
+    return line + _degenerate_note(v)
+
+
+def _degenerate_note(v: dict[str, Any]) -> str:
+    """A degenerate reference, and what the probe inputs showed (compiler/probe.py)."""
+    degenerate = v.get("degenerate_reference") or {}
+    if not degenerate:
+        return ""
+    names = ", ".join(f"{name!r} is {why}" for name, why in degenerate.items())
+    probe = v.get("probe") or {}
+    if probe.get("status") == "passed":
+        worst = max(probe["outputs"].items(), key=lambda kv: kv[1]["max_rel"] or 0.0)
+        return (f"; the reference {names}, so the artifact was also checked on "
+                f"{probe['inputs']}: passed, max abs error {worst[1]['max_abs']:.3g}, "
+                f"relative {worst[1]['max_rel']:.3g} on {worst[0]!r}")
+    why = f" ({probe['reason']})" if probe.get("reason") else ""
+    return f"; WARNING: the reference {names}, so this check proves little{why}"
 
 
 def op_table(report: dict[str, Any]) -> str:
