@@ -8,6 +8,7 @@ check and time outputs. The runtime imports nothing from passes, compiler or too
     import ember.runtime as rt
     sess = rt.load("out/digits-cpu")          # checks every payload's sha256 first
     outs = sess.run({"image": x})              # dict of numpy arrays in and out
+    rt.load("from-elsewhere", trusted_key="team.pub")   # and signed by that key
     t = sess.benchmark({"image": x}, warmup=10, repeat=50)   # median_ms, p90_ms, samples
 """
 
@@ -21,12 +22,19 @@ from ember.runtime.session import Session
 from ember.runtime.timing import BenchmarkResult
 
 
-def load(artifact: str | Path, threads: int | None = None, device: str | None = None) -> Session:
+def load(artifact: str | Path, threads: int | None = None, device: str | None = None,
+         trusted_key: str | Path | None = None) -> Session:
     """Open an artifact: manifest, hash check of every file, then the engine for its format
-    (`device`: for `gpu` artifacts, "cuda" by default or "cpu" for the reference path)."""
+    (`device`: for `gpu` artifacts, "cuda" by default or "cpu" for the reference path).
+    With `trusted_key` (an Ed25519 public key file), the artifact must also carry a valid
+    signature by that key (runtime/trust.py)."""
     folder = Path(artifact)
     manifest = read_manifest(folder)
     check_files(folder, manifest)
+    if trusted_key is not None:
+        from ember.runtime.trust import check_signature
+
+        check_signature(folder, trusted_key)
     return Session(folder, manifest, open_engine(folder, manifest, threads, device))
 
 

@@ -16,6 +16,8 @@ HELP = "summarize an artifact: model, target, passes, sizes, verification"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("artifact", help="artifact directory")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("--trust", metavar="KEY.pub",
+                   help="also check the artifact's signature against this public key")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         check_files(folder, manifest)
-        integrity, intact = "all file checksums match", True
+        integrity, intact = "all file checksums match" + _signature(folder, args.trust), True
     except ArtifactError as exc:  # inspect shows what it can, then exits 2
         integrity, intact = f"INTEGRITY PROBLEM: {exc}", False
     print(summary(folder, manifest, integrity))
@@ -38,6 +40,22 @@ def run(args: argparse.Namespace) -> int:
         report = payload_path(folder, manifest, manifest["ops"]["report"])
         print(op_table(json.loads(report.read_text())))
     return 0 if intact else 2
+
+
+def _signature(folder: Path, trusted_key: str | None) -> str:
+    """The signature's state; with a trusted key, checked (an ArtifactError if invalid)."""
+    from ember.errors import ArtifactError
+    from ember.runtime.trust import SIGNATURE, check_signature, read_signature
+
+    if trusted_key is not None:
+        return f"; signature valid, by the trusted key {check_signature(folder, trusted_key)}"
+    if not (folder / SIGNATURE).exists():
+        return "; not signed"
+    try:
+        signer = read_signature(folder)[0]
+    except ArtifactError as exc:
+        return f"; {exc}"
+    return f"; signed by key {signer} (not checked: pass --trust KEY.pub)"
 
 
 def summary(folder: Path, m: dict[str, Any], integrity: str) -> str:

@@ -1,4 +1,4 @@
-"""The `ember` command: compile | run | bench | inspect | doctor | demo.
+"""The `ember` command: compile | check | run | bench | inspect | sign | doctor | demo.
 
 User errors print one line `ember: error: ...` and exit with code 2; a failed verification
 exits with 1; an unexpected error exits with 1 and shows its traceback with `--debug`.
@@ -15,7 +15,7 @@ from ember import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
-    from ember.tools.cli import bench, check, demo, doctor, inspect, run
+    from ember.tools.cli import bench, check, demo, doctor, inspect, run, sign
     from ember.tools.cli import compile as compile_command  # the module, not the builtin
 
     parser = argparse.ArgumentParser(
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                        help="show tracebacks of internal errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (compile_command, check, run, bench, inspect, doctor, demo):
+    for module in (compile_command, check, run, bench, inspect, sign, doctor, demo):
         command = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP,
                                  parents=[debug])
         module.add_arguments(command)

@@ -19,6 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run the reference inputs and compare with the stored torch outputs")
     p.add_argument("--save", metavar="DIR", help="write each output to DIR/NAME.npy")
     p.add_argument("--threads", type=int, help="engine threads (default: as compiled)")
+    p.add_argument("--trust", metavar="KEY.pub",
+                   help="require a valid signature by this Ed25519 public key (ember sign)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads is not None and not 1 <= args.threads <= 1024:
         raise InputError("--threads must be 1..1024")
-    session = rt.load(args.artifact, threads=args.threads)
+    session = rt.load(args.artifact, threads=args.threads, trusted_key=args.trust)
     if args.check and args.input:
         raise InputError("--check runs the stored reference inputs; do not combine with --input")
     inputs = _read_inputs(args.input) if args.input else session.reference_io()[0]
