@@ -24,6 +24,9 @@ from typing import Any
 from ember.errors import ArtifactError
 from ember.runtime.manifest import DIGEST, MANIFEST, digest_line
 
+#: temporary directories being written by this process, for abandon_writes()
+_WRITING: set[Path] = set()
+
 
 def file_in_the_way(folder: Path) -> Path | None:
     """The first of `folder`'s ancestors that exists and is not a directory, if any."""
@@ -62,9 +65,11 @@ class ArtifactWriter:
         self.output.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale(self.output)
         self.tmp.mkdir()
+        _WRITING.add(self.tmp)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        _WRITING.discard(self.tmp)
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
@@ -90,6 +95,14 @@ class ArtifactWriter:
             raise ArtifactError(f"cannot write {self.output}: {exc.strerror}") from None
         if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
+
+
+def abandon_writes() -> None:
+    """Remove the temporary directories this process is writing: for a process about to
+    exit without unwinding (tools/cli/signals.py), so a signal still leaves nothing."""
+    for tmp in list(_WRITING):
+        shutil.rmtree(tmp, ignore_errors=True)
+        _WRITING.discard(tmp)
 
 
 def sweep_stale(output: Path) -> list[Path]:

@@ -7,11 +7,12 @@ exits with 1; an unexpected error exits with 1 and shows its traceback with `--d
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from ember import __version__
+from ember.tools.cli import signals
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)  # so a killed compile cleans up like Ctrl-C
+    if threading.current_thread() is threading.main_thread():  # not when embedded in a thread
+        signals.install()
     try:
         return _run(argv)
     except KeyboardInterrupt:  # also while the parser and the commands' modules import
@@ -68,7 +70,3 @@ def _run(argv: Sequence[str] | None) -> int:
         print(f"ember: internal error: {type(exc).__name__}: {first_line(exc, 300)} (rerun "
               "with --debug for the traceback)", file=sys.stderr)
         return 1
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
