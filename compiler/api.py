@@ -19,6 +19,7 @@ from ember import __version__
 from ember.compiler.artifact import ArtifactWriter, check_output, write_manifest
 from ember.compiler.config import CompileConfig, load_config_file, validate_config
 from ember.compiler.data.tuning import LocalData
+from ember.compiler.generation import GenerationReference, decoding_model
 from ember.compiler.models import load_model
 from ember.compiler.models.loaded import LoadedModel
 from ember.compiler.pipeline import PassRecord, pass_tolerance, run_passes
@@ -26,6 +27,7 @@ from ember.compiler.probe import Probe, find_probe, is_degenerate
 from ember.compiler.provenance import tool_versions
 from ember.compiler.reference_noise import NOISE_FACTOR, reference_error
 from ember.compiler.verify import verify_artifact, verify_probe
+from ember.compiler.verify_generation import verify_generation
 from ember.errors import (
     ConfigError,
     UnsupportedModelError,
@@ -67,6 +69,8 @@ class Prepared:
     #: degenerate reference outputs: inputs that give non-degenerate ones, or why none do
     #: (compiler/probe.py); None when the reference is not degenerate
     probe: Probe | str | None = None
+    #: generation artifacts: the manifest's generation block and the torch continuation
+    generation: GenerationReference | None = None
 
 
 def resolve_config(config: CompileConfig | dict[str, Any] | str | Path, source: str | None = None,
@@ -94,6 +98,13 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
     ctx = PassContext(example_inputs=examples, seed=config.seed, progress=progress,
                       data=LocalData(loaded.info.get("tokenizer")), work_dir=work_dir(config))
     model, records = run_passes(loaded.module, config.passes, ctx)
+    generation = None
+    if config.generate is not None and model is not None:
+        with progress.stage("the decode graph, and the torch model's own greedy generate"):
+            model, loaded, generation = decoding_model(model, loaded, config.generate)
+    elif config.generate is not None:
+        raise UnsupportedModelError("generation artifacts need a torch causal LM; onnx: "
+                                    "models are compile-only")
     ort_failure = None
     if model is None:
         onnx_model = loaded.onnx_model
@@ -105,7 +116,8 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
         with progress.stage("exporting to ONNX"):
             from ember.compiler.export import export_onnx
 
-            onnx_model = export_onnx(model, loaded.inputs, loaded.output_names, loaded.dynamic_dims)
+            onnx_model = export_onnx(model, loaded.export_inputs or loaded.inputs,
+                                     loaded.output_names, loaded.dynamic_dims)
     probe = (_probe(model, onnx_model, loaded, reference, progress)
              if is_degenerate(reference) else None)
     tolerance = _tolerance(config, loaded, records)
@@ -119,7 +131,7 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
         if spiking is not None:
             op_report["spiking"] = spiking
     return Prepared(config, loaded, model, records, onnx_model, reference, tolerance,
-                    model_record, op_report, ort_failure, probe)
+                    model_record, op_report, ort_failure, probe, generation)
 
 
 def _probe(model: Any, onnx_model: Any, loaded: LoadedModel,
@@ -321,6 +333,7 @@ def _manifest(prepared: Prepared, config: CompileConfig, payload, folder: Path,
         "verification": {"status": "pending"},
         "target_info": payload.info,
         "tools": tool_versions(),
+        **({"generation": prepared.generation.info} if prepared.generation else {}),
         # no clock, host or output path: the same config gives the same bytes anywhere
         "config": config.model_dump(mode="json", exclude={"output"}),
     }
@@ -355,6 +368,11 @@ def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder:
     layers = _verify_integer_layers(prepared, progress)
     if layers is not None:
         result["integer_layers"] = layers
+    if prepared.generation is not None:
+        with progress.stage("verifying decode steps against the torch model's generate"):
+            result["generation"] = verify_generation(
+                folder, prepared.generation, checked, exact=prepared.tolerance.atol <
+                EXACT_CLASS_ATOL and payload.precision is None, device=payload.verify_device)
     return result
 
 

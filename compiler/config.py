@@ -47,6 +47,17 @@ class VerifySpec(_Strict):
     rtol: float | None = Field(default=None, ge=0)
 
 
+class GenerateSpec(_Strict):
+    """A text-generation artifact (causal LMs): one graph that runs the prompt's prefill and
+    then one-token decode steps against a KV cache. `max_length` bounds prompt plus new
+    tokens (default: the model's max_position_embeddings, at most DEFAULT_MAX_LENGTH);
+    `verify_tokens` greedy tokens of the stored prompt are checked against the torch
+    model's own `generate` at compile time."""
+
+    max_length: int | None = Field(default=None, gt=1)
+    verify_tokens: int = Field(default=16, gt=0, le=1024)
+
+
 class PassSpec(_Strict):
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -67,6 +78,7 @@ class CompileConfig(_Strict):
     output: str | None = None
     verify: VerifySpec = Field(default_factory=VerifySpec)
     seed: int = Field(default=0, ge=0)
+    generate: GenerateSpec | None = None  # a KV-cache generation artifact (causal LMs)
 
     @field_validator("passes", mode="before")
     @classmethod
@@ -111,6 +123,24 @@ class CompileConfig(_Strict):
 
         TARGETS[self.target].check_options(self.target_options)
         return self
+
+    @model_validator(mode="after")
+    def _generation_target(self) -> CompileConfig:
+        if self.generate is not None and self.target not in GENERATION_TARGETS:
+            raise ValueError(f"generate: the {self.target} target does not build generation "
+                             f"artifacts yet (targets: {', '.join(GENERATION_TARGETS)}); "
+                             f"{GENERATION_GAPS.get(self.target, '')}".rstrip("; "))
+        return self
+
+
+#: where generation artifacts build, and why not elsewhere (yet)
+GENERATION_TARGETS = ("cpu", "null")
+GENERATION_GAPS = {
+    "tvm": "TVM's ONNX frontend cannot import the decode graph's symbolic token and cache "
+           "lengths",
+    "gpu": "its programs run a fixed-length prefill",
+    "fpga": "it takes integer CNN layers",
+}
 
 
 def _check_param_types(pass_class: type, params: dict[str, Any]) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,14 +34,7 @@ def export_onnx(
     )
 
     args = tuple(torch.from_numpy(v) for v in inputs.values())
-    dynamic_shapes = None
-    if dynamic_dims:
-        dims: dict[str, torch.export.Dim] = {}
-        dynamic_shapes = {
-            name: {axis: dims.setdefault(sym, torch.export.Dim(sym, min=2))
-                   for axis, sym in dynamic_dims.get(name, {}).items()}
-            for name in inputs
-        }
+    dynamic_shapes = _dynamic_shapes(module, inputs, dynamic_dims) if dynamic_dims else None
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
@@ -55,6 +49,27 @@ def export_onnx(
     pack_low_bit_weights(proto)
     pack_half_precision_weights(proto)
     return proto
+
+
+#: the smallest size a symbolic dim takes (default 2: torch.export specializes 0 and 1);
+#: a generation graph's new tokens are 1 per decode step and its cache is empty at prefill,
+#: and saying so keeps the tracer from assuming more (a causal mask elided for t > 1)
+MIN_SIZE = {"tokens": 1, "past": 0}
+
+
+def _dynamic_shapes(module: nn.Module, inputs: dict[str, np.ndarray],
+                    dynamic_dims: dict[str, dict[int, str]]) -> tuple[Any, ...]:
+    """torch.export's dynamic_shapes in argument order; inputs past the named parameters
+    are grouped as the `*args` tuple they arrive in."""
+    dims: dict[str, torch.export.Dim] = {}
+    specs = [{axis: dims.setdefault(sym, torch.export.Dim(sym, min=MIN_SIZE.get(sym, 2)))
+              for axis, sym in dynamic_dims.get(name, {}).items()} for name in inputs]
+    parameters = inspect.signature(module.forward).parameters.values()
+    if not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return tuple(specs)
+    named = sum(p.kind in (inspect.Parameter.POSITIONAL_ONLY,
+                           inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in parameters)
+    return (*specs[:named], tuple(specs[named:]))
 
 
 def _simplify(model) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,24 @@ class Session:
                                 f"outputs; the artifact's signature has "
                                 f"{len(self.output_specs)}")
         return {spec["name"]: out for spec, out in zip(self.output_specs, outputs, strict=True)}
+
+    def generate(self, input_ids: Any, max_new_tokens: int = 32, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+                 seed: int | None = None, stop: Iterable[int] = ()) -> list[int]:
+        """Generation artifacts: the new token ids after the prompt `input_ids` (a list, or
+        a [t] or [1, t] array); greedy unless do_sample (runtime/generation.py)."""
+        return list(self.stream(input_ids, max_new_tokens, do_sample, temperature, top_k,
+                                top_p, seed, stop))
+
+    def stream(self, input_ids: Any, max_new_tokens: int = 32, do_sample: bool = False,
+               temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               seed: int | None = None, stop: Iterable[int] = ()) -> Iterator[int]:
+        """`generate`, yielding each new token id as soon as it is decoded."""
+        from ember.runtime.generation import stream
+        from ember.runtime.sampling import Sampling
+
+        sampling = Sampling(do_sample, temperature, top_k, top_p)
+        return stream(self, input_ids, max_new_tokens, sampling, seed, stop)
 
     def prepared_call(self, inputs: dict[str, np.ndarray]) -> Callable[[], list[np.ndarray]]:
         """A zero-argument call of the engine on `inputs`, validated once, for timing loops."""

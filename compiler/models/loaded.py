@@ -33,6 +33,9 @@ class LoadedModel:
     info: dict[str, Any] = field(default_factory=dict)
     #: inputs from the model's training data, for calibrating integer targets (None: none)
     calibration: dict[str, np.ndarray] | None = None
+    #: inputs to trace the export with, where the reference inputs have a size torch.export
+    #: specializes (an empty KV cache); None: the reference inputs
+    export_inputs: dict[str, np.ndarray] | None = None
 
     def weight_sha256(self) -> str:
         """A hash of the weights the model was loaded with (state_dict order, raw bytes)."""

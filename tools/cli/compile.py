@@ -32,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="example inputs of an onnx: model, one array per graph input")
     p.add_argument("--dynamic", action="store_true", help="export the sequence length as symbolic")
     p.add_argument("--seed", type=int, help="seed for example inputs")
+    p.add_argument("--generate", action="store_true",
+                   help="causal LMs: a text-generation artifact (prefill and KV-cache decode)")
+    p.add_argument("--max-length", type=int, metavar="N",
+                   help="with --generate: the longest prompt plus new tokens")
     p.add_argument("--force", action="store_true", help="replace an existing artifact")
     p.add_argument("--no-verify", action="store_true", help="skip verification (recorded)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -83,6 +87,11 @@ def _config(args: argparse.Namespace) -> dict[str, Any]:
         example["dynamic"] = True
     if example:
         data["example"] = example
+    if args.generate or args.max_length is not None:
+        generate = dict(_mapping(data, "generate", args.config))
+        if args.max_length is not None:
+            generate["max_length"] = args.max_length
+        data["generate"] = generate
     if args.no_verify:
         data["verify"] = {**_mapping(data, "verify", args.config), "enabled": False}
     return data

@@ -150,7 +150,18 @@ def verification_line(v: dict[str, Any]) -> str:
     if layers:
         line += (f"; integer layers {layers['bit_exact']}/{layers['layers']} bit-exact, "
                  f"max {layers['max_relative_error']:.2g} of their range")
-    return line + _degenerate_note(v)
+    return line + _degenerate_note(v) + _generation_note(v.get("generation"))
+
+
+def _generation_note(g: dict[str, Any] | None) -> str:
+    """Decode steps against the torch model's own generate (compiler/verify_generation.py)."""
+    if not g:
+        return ""
+    logits = g["step_logits"]
+    return (f"; greedy generation equals the torch model's for {g['greedy_tokens_equal']} of "
+            f"{g['new_tokens']} tokens after a {g['prompt_tokens']}-token prompt, decode-step "
+            f"logits max abs error {logits['max_abs']:.3g}"
+            f"{'' if logits['passed'] else ' (beyond the tolerance)'}")
 
 
 def _degenerate_note(v: dict[str, Any]) -> str:

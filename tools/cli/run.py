@@ -1,4 +1,5 @@
-"""`ember run DIR [--input name=file.npy ...] [--check]`."""
+"""`ember run DIR [--input name=file.npy ...] [--check]`, and `--prompt TEXT` on generation
+artifacts (tools/cli/prompt.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+
+from ember.tools.cli import prompt
 
 NAME = "run"
 HELP = "run an artifact on given inputs (or its reference inputs); --check compares"
@@ -21,6 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="engine threads (default: as compiled)")
     p.add_argument("--trust", metavar="KEY.pub",
                    help="require a valid signature by this Ed25519 public key (ember sign)")
+    prompt.add_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,6 +36,11 @@ def run(args: argparse.Namespace) -> int:
     session = rt.load(args.artifact, threads=args.threads, trusted_key=args.trust)
     if args.check and args.input:
         raise InputError("--check runs the stored reference inputs; do not combine with --input")
+    if args.prompt is not None:
+        if args.check or args.input or args.save:
+            raise InputError("--prompt generates text; do not combine with --check, --input "
+                             "or --save")
+        return prompt.generate_text(session, args)
     inputs = _read_inputs(args.input) if args.input else session.reference_io()[0]
     outputs = session.run(inputs)
     for name, value in outputs.items():

@@ -1,0 +1,143 @@
+"""Generation artifacts (--generate): one decode graph over a KV cache, verified at compile
+time against the torch model's own greedy `generate`; the runtime's generate and stream
+reproduce transformers' `generate` on other prompts; families, pruned and spiking models
+generate; bad requests are one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import transformers as tf
+
+import ember.runtime as rt
+from ember.compiler.api import compile_model
+from ember.errors import ConfigError, InputError, UnsupportedModelError
+from ember.tools.cli.main import main
+from ember.tools.conformance.families import ALL_SCOPES, CORPUS, prune_config, save_family, \
+    spike_config
+
+FAMILIES = ["llama", "mistral", "phi3", "gemma", "gpt2", "opt"]  # one per attention layout
+PROMPTS = [[5, 9, 13, 20, 3, 40], [11, 12, 13], [60, 1, 33, 33, 7, 7, 7, 2, 9]]
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("generation")
+    for name in FAMILIES:
+        save_family(name, root / name)
+    (root / "corpus.txt").write_text(CORPUS)
+    return root
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def _compile(folders, name: str, passes: list | None = None, **generate):
+    """The artifact for these settings, compiled once per module."""
+    key = json.dumps([str(folders), name, passes, generate], sort_keys=True)
+    if key not in _COMPILED:
+        _COMPILED[key] = compile_model(
+            {"model": f"hf:{folders / name}", "example": {"tokens": 8}, "passes": passes or [],
+             "generate": {"verify_tokens": 8, **generate},
+             "output": str(folders / f"{name}-{len(_COMPILED)}-gen")})
+    return _COMPILED[key]
+
+
+def _hf_greedy(folder, prompt: list[int], new_tokens: int) -> list[int]:
+    """transformers' own greedy generate, stopping at the model's end-of-sequence id."""
+    lm = tf.AutoModelForCausalLM.from_pretrained(folder).eval()
+    config = tf.GenerationConfig(max_new_tokens=new_tokens, do_sample=False,
+                                 eos_token_id=lm.generation_config.eos_token_id, pad_token_id=0)
+    with torch.no_grad():
+        out = lm.generate(torch.tensor([prompt]), generation_config=config)
+    return out[0, len(prompt):].tolist()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_family_generates_what_transformers_generates(folders, name):
+    out = _compile(folders, name)
+    manifest = json.loads((out / "manifest.json").read_text())
+    checked = manifest["verification"]["generation"]
+    assert checked["status"] == "passed" and checked["step_logits"]["passed"]
+    assert checked["greedy_tokens_equal"] == checked["new_tokens"] >= 1
+    session = rt.load(out)
+    for prompt in PROMPTS:  # prompts the compile never saw
+        expected = _hf_greedy(folders / name, prompt, 24)
+        assert session.generate(prompt, max_new_tokens=24) == expected
+        assert list(session.stream(np.array([prompt]), max_new_tokens=24)) == expected
+
+
+@pytest.mark.parametrize("passes", ["prune", "pat", "spike"])
+def test_pruned_and_spiking_models_generate(folders, passes):
+    corpus = folders / "corpus.txt"
+    spec = {"prune": prune_config(corpus, ALL_SCOPES),
+            "pat": prune_config(corpus, "hidden", method="pat"),
+            "spike": spike_config(corpus)}[passes]
+    out = _compile(folders, "llama", [spec])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["passes"][0]["modified"]
+    assert manifest["verification"]["generation"]["greedy_tokens_equal"] == 8
+    assert rt.load(out).generate(PROMPTS[0], max_new_tokens=5)  # the runtime decodes it
+
+
+def test_the_cli_streams_text_through_the_artifacts_tokenizer(folders, capsys):
+    out = _compile(folders, "llama")
+    prompt = "the quick brown"
+    tokenizer = tf.AutoTokenizer.from_pretrained(folders / "llama")
+    expected = tokenizer.decode(_hf_greedy(folders / "llama", tokenizer(prompt)["input_ids"],
+                                           12), skip_special_tokens=True)
+    assert main(["run", str(out), "--prompt", prompt, "--max-new-tokens", "12"]) == 0
+    assert capsys.readouterr().out == expected + "\n"
+    assert main(["run", str(out), "--prompt", prompt, "--chat"]) == 2
+    assert "has no chat template" in capsys.readouterr().err
+
+
+def test_sampling_is_seeded_and_respects_top_k(folders):
+    session = rt.load(_compile(folders, "llama"))
+    draw = dict(max_new_tokens=16, do_sample=True, temperature=1.5, seed=7)
+    first = session.generate(PROMPTS[0], **draw)
+    assert session.generate(PROMPTS[0], **draw) == first  # the same seed, the same draws
+    greedy = session.generate(PROMPTS[0], max_new_tokens=16)
+    assert session.generate(PROMPTS[0], **{**draw, "top_k": 1}) == greedy  # top-1 is greedy
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda s: s.generate([[1, 2], [3, 4]]), "batch 1"),
+    (lambda s: s.generate([]), "non-empty"),
+    (lambda s: s.generate([1.5, 2.0]), "integer token ids"),
+    (lambda s: s.generate([1, 2], max_new_tokens=0), "max_new_tokens"),
+    (lambda s: s.generate([1, 2], do_sample=True, top_p=0), "top_p"),
+    (lambda s: s.generate([1, 2], do_sample=True, temperature=0), "temperature"),
+    (lambda s: s.generate(list(range(3)) * 30), "max_length"),
+])
+def test_bad_generation_requests_are_input_errors(folders, call, message):
+    session = rt.load(_compile(folders, "llama", max_length=64))
+    with pytest.raises(InputError, match=message):
+        call(session)
+
+
+def test_generation_stops_at_max_length(folders):
+    """max_length counts prompt and new tokens, as transformers' does."""
+    session = rt.load(_compile(folders, "llama", max_length=64))
+    new = session.generate(list(range(3)) * 18, max_new_tokens=100)  # a 54-token prompt
+    assert len(new) == 64 - 54 or new[-1] in session.manifest["generation"]["eos_token_ids"]
+
+
+@pytest.mark.parametrize("config, error, message", [
+    ({"model": "builtin:tiny-cnn", "example": {"shape": [1, 3, 16, 16]}}, UnsupportedModelError,
+     "need a causal language model"),
+    ({"model": "builtin:tiny-llama", "target": "tvm"}, ConfigError,
+     "does not build generation artifacts yet"),
+    ({"model": "builtin:tiny-llama", "example": {"tokens": 250}}, ConfigError,
+     "exceed max_length 256"),
+    ({"model": "builtin:tiny-llama", "generate_max": 1000}, ConfigError,
+     "more than the model's max_position_embeddings 256"),
+])
+def test_generation_declines_in_one_line(tmp_path, config, error, message):
+    generate = {"max_length": config.pop("generate_max")} if "generate_max" in config else {}
+    with pytest.raises(error, match=message):
+        compile_model({**config, "generate": generate, "output": str(tmp_path / "out")})
+    assert not (tmp_path / "out").exists()
