@@ -76,8 +76,11 @@ class KVDecoder:
         return outputs["logits"][0, -1]
 
 
+GREEDY = Sampling()
+
+
 def stream(session: Session, input_ids: Any, max_new_tokens: int = 32,
-           sampling: Sampling = Sampling(), seed: int | None = None,
+           sampling: Sampling = GREEDY, seed: int | None = None,
            stop: Iterable[int] = ()) -> Iterator[int]:
     """The new tokens, one by one as they are decoded (arguments checked before the first)."""
     prompt = prompt_array(input_ids)

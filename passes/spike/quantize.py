@@ -75,8 +75,8 @@ class SpikeQuantization:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.kv:
-            raise ValueError("kv=true (KV-cache spiking) is not implemented: the artifacts run "
-                             "prefill without a cache; use kv=false")
+            raise ValueError("kv=true (KV-cache spiking) is not implemented yet: generation "
+                             "artifacts keep the KV cache in fp32; use kv=false")
         if self.data != "random" and not (self.data.startswith("text:") and len(self.data) > 5):
             raise ValueError(f"data must be text:NAME or random, got {self.data!r}")
 

@@ -16,8 +16,13 @@ import ember.runtime as rt
 from ember.compiler.api import compile_model
 from ember.errors import ConfigError, InputError, UnsupportedModelError
 from ember.tools.cli.main import main
-from ember.tools.conformance.families import ALL_SCOPES, CORPUS, prune_config, save_family, \
-    spike_config
+from ember.tools.conformance.families import (
+    ALL_SCOPES,
+    CORPUS,
+    prune_config,
+    save_family,
+    spike_config,
+)
 
 FAMILIES = ["llama", "mistral", "phi3", "gemma", "gpt2", "opt"]  # one per attention layout
 PROMPTS = [[5, 9, 13, 20, 3, 40], [11, 12, 13], [60, 1, 33, 33, 7, 7, 7, 2, 9]]
@@ -141,3 +146,21 @@ def test_generation_declines_in_one_line(tmp_path, config, error, message):
     with pytest.raises(error, match=message):
         compile_model({**config, "generate": generate, "output": str(tmp_path / "out")})
     assert not (tmp_path / "out").exists()
+
+
+def test_bench_reports_time_to_first_token_decode_speed_memory_and_agreement(folders, tmp_path,
+                                                                             capsys):
+    plain = _compile(folders, "llama")
+    pruned = _compile(folders, "llama", [prune_config(folders / "corpus.txt", ALL_SCOPES)])
+    assert main(["bench", str(plain), str(pruned), "--baseline", str(plain), "--budget", "0.2",
+                 "-o", str(tmp_path / "report")]) == 0
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    own, other = (row["generation"] for row in report["rows"])
+    assert own["greedy_tokens_equal"] == own["new_tokens"] == 64  # itself: every token
+    assert own["greedy_agreement"] == 1.0
+    assert 0 <= other["greedy_tokens_equal"] <= 64 and other["rounds"] >= 3
+    for figures in (own, other):
+        assert figures["ttft_ms"] > 0 and figures["decode_tokens_per_s"] > 0
+        assert 20 << 20 < figures["peak_rss_bytes"] < 2 << 30  # a process, not the machine
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "## Generation" in markdown and "time to first token" in markdown

@@ -16,6 +16,7 @@ from ember.runtime.compare import max_errors
 from ember.runtime.manifest import payload_path
 from ember.tools.bench import metrics
 from ember.tools.bench.baseline import Baseline
+from ember.tools.bench.generation import measure_generation
 from ember.tools.bench.measure import PairedTiming, interleaved
 from ember.tools.bench.quality import measure_quality
 from ember.tools.bench.schema import (
@@ -63,6 +64,7 @@ def evaluate(candidate: Path, baseline: Baseline, options: BenchOptions,
         baseline_ops=Ops(**base.manifest["ops"]["totals"]),
         layers=_layers(cand, base), error=_error(cand, *outputs), quality=quality,
         regressions=[], fpga=_fpga(cand.manifest, base.manifest),
+        generation=measure_generation(cand, base, options.budget_s, progress),
     )
     return row.model_copy(update={"regressions": regressions(row, options.max_quality_drop)})
 

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING
 from ember.tools.bench.report_md import (
     FPGA_COLUMNS,
     FPGA_NOTE,
+    GENERATION_COLUMNS,
+    GENERATION_NOTE,
     HOW_TO_READ,
     TABLE_COLUMNS,
     TITLE,
     fmt_change,
     fpga_rows,
     frontier_text,
+    generation_rows,
     header_items,
     table_cells,
 )
@@ -230,13 +233,22 @@ def _table(report: Report) -> str:
 
 
 def _fpga_table(report: Report) -> list[str]:
-    rows = fpga_rows(report)
+    return _extra_table("FPGA resource model", FPGA_NOTE, FPGA_COLUMNS, fpga_rows(report))
+
+
+def _generation_table(report: Report) -> list[str]:
+    return _extra_table("Generation", GENERATION_NOTE, GENERATION_COLUMNS,
+                        generation_rows(report))
+
+
+def _extra_table(title: str, note: str, columns: list[str], rows: list[list[str]]
+                 ) -> list[str]:
     if not rows:
         return []
-    head = "".join(f"<th>{escape(c)}</th>" for c in FPGA_COLUMNS)
+    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>"
                    for cells in rows)
-    return ["<h2>FPGA resource model</h2>", f"<p>{escape(FPGA_NOTE)}</p>",
+    return [f"<h2>{escape(title)}</h2>", f"<p>{escape(note)}</p>",
             f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
             f"<tbody>{body}</tbody></table></div>"]
 
@@ -247,7 +259,7 @@ def _summary(report: Report) -> list[str]:
     regs = "".join(f"<li>{escape(r)}</li>" for r in report.regressions)
     return [
         f"<h1>{escape(TITLE)}</h1>", f'<dl class="meta">{meta}</dl>',
-        "<h2>Results</h2>", _table(report), *_fpga_table(report),
+        "<h2>Results</h2>", _table(report), *_fpga_table(report), *_generation_table(report),
         "<h2>How to read this</h2>", f"<p>{escape(HOW_TO_READ)}</p>",
         "<h2>Regressions</h2>",
         f'<ul class="regressions">{regs}</ul>' if regs else "<p>none</p>",

@@ -145,6 +145,32 @@ def fpga_rows(report: Report) -> list[list[str]]:
     return rows
 
 
+GENERATION_COLUMNS = ["label", "prompt tokens", "time to first token ms (vs base)",
+                      "decode tokens/s (vs base)", "decode speedup", "peak RSS (vs base)",
+                      "greedy tokens equal to base"]
+GENERATION_NOTE = ("generation rows: the stored prompt's prefill (time to first token) and "
+                   "greedy one-token decode steps, interleaved with the baseline, medians of "
+                   "the rounds; peak RSS is a process that loads the artifact and generates "
+                   "once.")
+
+
+def generation_rows(report: Report) -> list[list[str]]:
+    """One row of generation figures per generation artifact (empty when there is none)."""
+    rows = []
+    for row in report.rows:
+        g = row.generation
+        if g is None:
+            continue
+        rows.append([row.label, str(g.prompt_tokens),
+                     f"{g.ttft_ms:.1f} ({g.baseline_ttft_ms:.1f})",
+                     f"{g.decode_tokens_per_s:.1f} ({g.baseline_decode_tokens_per_s:.1f})",
+                     f"{g.decode_tokens_per_s / g.baseline_decode_tokens_per_s:.2f}x",
+                     f"{human_bytes(g.peak_rss_bytes)} ({human_bytes(g.baseline_peak_rss_bytes)})",
+                     f"{g.greedy_tokens_equal} of {g.new_tokens} "
+                     f"({g.greedy_agreement:.0%} of positions)"])
+    return rows
+
+
 def render_markdown(report: Report) -> str:
     """The whole report as Markdown: header, results table, notes, regressions, frontier."""
     lines = [f"# {TITLE}", ""]
@@ -155,6 +181,12 @@ def render_markdown(report: Report) -> str:
         lines += ["", "## FPGA resource model", "", FPGA_NOTE, "",
                   "| " + " | ".join(FPGA_COLUMNS) + " |", "|" + "---|" * len(FPGA_COLUMNS)]
         lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in fpga]
+    generation = generation_rows(report)
+    if generation:
+        lines += ["", "## Generation", "", GENERATION_NOTE, "",
+                  "| " + " | ".join(GENERATION_COLUMNS) + " |",
+                  "|" + "---|" * len(GENERATION_COLUMNS)]
+        lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in generation]
     lines += ["", "## How to read this", "", HOW_TO_READ, "", "## Regressions", ""]
     lines += [f"- {_md_cell(r)}" for r in report.regressions] or ["none"]
     lines += ["", f"**Frontier** (speed vs quality, Pareto-optimal): {frontier_text(report)}"]

@@ -84,6 +84,23 @@ class FpgaEstimate(_Frozen):
     uram: int
 
 
+class GenerationTiming(_Frozen):
+    """Generation artifacts: the stored prompt's prefill and greedy decode steps, interleaved
+    with the baseline's (tools/bench/generation.py)."""
+
+    prompt_tokens: int
+    new_tokens: int
+    rounds: int
+    ttft_ms: float  # time to first token: the prompt's prefill and its argmax
+    baseline_ttft_ms: float
+    decode_tokens_per_s: float  # one-token decode steps after the first token
+    baseline_decode_tokens_per_s: float
+    peak_rss_bytes: int  # a process that loads the artifact and generates once
+    baseline_peak_rss_bytes: int
+    greedy_tokens_equal: int  # leading greedy tokens equal to the baseline's
+    greedy_agreement: float  # share of the new_tokens positions with the baseline's token
+
+
 class Row(_Frozen):
     label: str
     artifact: str
@@ -107,6 +124,7 @@ class Row(_Frozen):
     quality: Quality | None
     regressions: list[str]  # empty when nothing regressed
     fpga: FpgaEstimate | None = None
+    generation: GenerationTiming | None = None
 
 
 class Machine(_Frozen):

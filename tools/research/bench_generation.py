@@ -1,0 +1,158 @@
+"""Text generation on SmolLM2-135M: ember's generation artifacts against transformers'
+`generate`, on the same machine, in one interleaved run.
+
+Every engine generates 64 greedy tokens after the same prompt (a `--prompt-tokens` window
+of the held-out KJV half), never stopping early; a round runs every engine once, and the
+order reverses each round (after one untimed warm-up run each). Time to first token is the
+prompt's prefill up to the first token; decode tokens/s counts the 63 steps after it. The
+figures are medians of the rounds. Agreement is the number of leading tokens equal to
+transformers' fp32 `generate`.
+
+    python -m ember.tools.research.bench_generation OUT [--rows fp32,w8a8,pat-hidden25]
+        [--rounds 3] [--threads 2] [--prompt-tokens 127]
+
+Artifacts are compiled into OUT/<row> (kept and reused by a rerun); the table goes to
+stdout and OUT/generation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+NEW_TOKENS = 64
+#: row -> ember passes (CLI form) for a generation artifact of SmolLM2-135M on `cpu`
+ROWS: dict[str, list[str]] = {
+    "fp32": [],
+    "w8a8": ["spike:w_bits=8,a_bits=8,salient_frac=0,data=text:kjv,calib_windows=8"],
+    "pat-hidden25": ["prune:method=pat,ratio=0.25,scope=hidden,steps=8,data=text:kjv"],
+}
+
+Run = tuple[float, float, list[int]]  # ms to first token, ms of the decode steps, tokens
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prompt = _prompt(args.prompt_tokens)
+    engines: dict[str, Callable[[], Run]] = {"transformers fp32 generate": _transformers(prompt)}
+    for row in args.rows.split(","):
+        engines[f"ember cpu {row}"] = _ember(out, row, prompt, args.threads)
+    runs = _interleaved(engines, args.rounds)
+    table = _table(runs, prompt.shape[1], args)
+    print(table)
+    (out / "generation.md").write_text(table + "\n")
+
+
+def _prompt(tokens: int) -> np.ndarray:
+    from ember.compiler.models.smollm2 import load_smollm2
+    from ember.tools.bench import metrics
+
+    _, tokenizer = load_smollm2()
+    windows = metrics.heldout_text_windows("kjv", tokenizer, tokens, 1)
+    return np.asarray(windows[:1], np.int64)
+
+
+def _transformers(prompt: np.ndarray) -> Callable[[], Run]:
+    """transformers' own generate, fp32, KV cache; the streamer notes when tokens arrive."""
+    import torch
+    from transformers import GenerationConfig
+    from transformers.generation.streamers import BaseStreamer
+
+    from ember.compiler.models.smollm2 import load_smollm2
+
+    lm, _ = load_smollm2()
+    config = GenerationConfig(max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                              do_sample=False, use_cache=True, pad_token_id=0)
+
+    class Clock(BaseStreamer):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def put(self, value) -> None:
+            self.times.append(time.perf_counter())
+
+        def end(self) -> None:
+            pass
+
+    def run() -> Run:
+        clock = Clock()
+        start = time.perf_counter()
+        with torch.no_grad():
+            out = lm.generate(torch.from_numpy(prompt), generation_config=config,
+                              streamer=clock)
+        first, last = clock.times[1], clock.times[-1]  # put() 0 is the prompt itself
+        return ((first - start) * 1e3, (last - first) * 1e3,
+                out[0, prompt.shape[1]:].tolist())
+
+    return run
+
+
+def _ember(out: Path, row: str, prompt: np.ndarray, threads: int) -> Callable[[], Run]:
+    import ember.runtime as rt
+    from ember.tools.bench.generation import greedy_run
+    from ember.tools.cli.main import main as ember
+
+    folder = out / row
+    if not (folder / "manifest.json").exists():
+        argv = ["compile", "--model", "builtin:smollm2-135m", "--generate", "--tokens", "32",
+                "--target-option", f"threads={threads}", "-o", str(folder), "--quiet"]
+        for spec in ROWS[row]:
+            argv += ["--pass", spec]
+        started = time.perf_counter()
+        if ember(argv) != 0:
+            raise SystemExit(f"compiling {row} failed")
+        print(f"compiled {row} in {time.perf_counter() - started:.0f} s")
+    session = rt.load(folder)
+    return lambda: greedy_run(session, prompt, NEW_TOKENS)
+
+
+def _interleaved(engines: dict[str, Callable[[], Run]], rounds: int) -> dict[str, list[Run]]:
+    for run in engines.values():
+        run()  # warm-up
+    runs: dict[str, list[Run]] = {name: [] for name in engines}
+    names = list(engines)
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            time.sleep(0.02)  # the previous engine's spinning workers park
+            runs[name].append(engines[name]())
+    return runs
+
+
+def _table(runs: dict[str, list[Run]], prompt_tokens: int, args: argparse.Namespace) -> str:
+    reference = next(iter(runs.values()))[0][2]
+    lines = [f"SmolLM2-135M, {prompt_tokens}-token prompt, {NEW_TOKENS} greedy tokens, "
+             f"{args.threads} threads, medians of {args.rounds} interleaved rounds", "",
+             "| engine | time to first token ms | decode tokens/s | tokens equal to "
+             "transformers (of 64) |", "|---|---|---|---|"]
+    for name, samples in runs.items():
+        ttft = statistics.median(s[0] for s in samples)
+        decode = statistics.median((NEW_TOKENS - 1) / (s[1] / 1e3) for s in samples)
+        tokens = samples[0][2]
+        equal = next((k for k, (a, b) in enumerate(zip(tokens, reference, strict=True))
+                      if a != b), len(tokens))
+        lines.append(f"| {name} | {ttft:.0f} | {decode:.1f} | {equal} |")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("out", help="folder for the artifacts and the table")
+    p.add_argument("--rows", default=",".join(ROWS), help=f"ember rows ({', '.join(ROWS)})")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--prompt-tokens", type=int, default=127)
+    return p
+
+
+if __name__ == "__main__":
+    main()
