@@ -90,7 +90,7 @@ def stream(session: Session, input_ids: Any, max_new_tokens: int = 32,
     if prompt.shape[1] >= decoder.info.max_length:
         raise InputError(f"the prompt has {prompt.shape[1]} tokens; the artifact's max_length "
                          f"is {decoder.info.max_length}")
-    stops = set(decoder.info.eos_token_ids) | {int(t) for t in stop}
+    stops = set(decoder.info.eos_token_ids) | _stop_ids(stop)
     return _decode(decoder, prompt, max_new_tokens, sampling, np.random.default_rng(seed), stops)
 
 
@@ -104,6 +104,16 @@ def _decode(decoder: KVDecoder, prompt: np.ndarray, max_new_tokens: int, samplin
                 decoder.length + 1 >= decoder.info.max_length:  # the sequence with `token`
             return
         logits = decoder.feed(np.array([[token]], np.int64))
+
+
+def _stop_ids(stop: Iterable[int]) -> set[int]:
+    try:
+        ids = list(stop)
+    except TypeError:
+        raise InputError(f"stop takes a list of token ids, got {stop!r}") from None
+    if not all(isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in ids):
+        raise InputError(f"stop takes token ids (integers), got {ids!r}")
+    return {int(t) for t in ids}
 
 
 def prompt_array(input_ids: Any) -> np.ndarray:

@@ -1,5 +1,7 @@
 """`cpu`: the exported ONNX model, run by ONNX Runtime's CPU execution provider with all
-graph optimizations on. The payload is standard ONNX, so any ONNX runtime can run it."""
+graph optimizations on. The payload is standard ONNX, so any ONNX runtime can run it; its
+8-bit integer products are written so that ONNX Runtime computes them exactly on CPUs
+without VNNI too (targets/onnxruntime_int8.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 from ember.progress import Progress
 from ember.targets.base import ModuleSource, Payload, check_known_options
 from ember.targets.onnx_io import save_onnx
+from ember.targets.onnxruntime_int8 import exact_int8_products
 
 
 class CpuTarget:
@@ -47,9 +50,14 @@ class CpuTarget:
 
     def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
                 progress: Progress) -> Payload:
+        import onnx
         import onnxruntime
 
-        model = source.onnx_model
+        model, rewritten = source.onnx_model, 0
+        if any(node.op_type == "MatMulInteger" for node in model.graph.node):
+            model = onnx.ModelProto()
+            model.CopyFrom(source.onnx_model)  # shared by every target of one prepare
+            rewritten = exact_int8_products(model)
         files = save_onnx(model, out_dir / "model.onnx")
         info = {
             "model_file": "model.onnx", "execution_provider": "CPUExecutionProvider",
@@ -57,6 +65,7 @@ class CpuTarget:
             "onnxruntime": onnxruntime.__version__,
             "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                          default=None),  # None: only other domains (ai.onnx.ml)
+            "int8_products_made_exact": rewritten,  # targets/onnxruntime_int8.py
         }
         return Payload(format="onnx", files=files, info=info)
 

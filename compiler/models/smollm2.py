@@ -31,7 +31,7 @@ from ember.progress import QUIET, Progress
 from ember.runtime.compare import Tolerance
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE_NAME = "smollm2-135m-instruct-fp32-v1"
+CACHE_NAME = "smollm2-135m-instruct-fp32-v2"  # v2: config.json names its architecture
 WEIGHTS = "model.safetensors"
 SMOLLM2_TOLERANCE = Tolerance(atol=3e-4, rtol=1e-4)
 
@@ -56,13 +56,16 @@ def _load_from_gguf(package: Path, progress: Progress):
 
 
 def _write_cache(lm, tokenizer, folder: Path) -> None:
-    """config.json (without the GGUF quantization entry), safetensors weights, tokenizer."""
+    """config.json (without the GGUF quantization entry, and naming the architecture, which
+    other tools read from a model folder: ONNX Runtime GenAI's model builder, `hf:`),
+    safetensors weights, tokenizer."""
     from safetensors.torch import save_model
 
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
         config = lm.config.to_dict()
         config.pop("quantization_config", None)
+        config["architectures"] = [type(lm).__name__]
         (tmp / "config.json").write_text(json.dumps(config, indent=1))
         save_model(lm, str(tmp / WEIGHTS))  # keeps one copy of the tied embedding
         tokenizer.save_pretrained(tmp)

@@ -117,6 +117,8 @@ def test_sampling_is_seeded_and_respects_top_k(folders):
     (lambda s: s.generate([1, 2], do_sample=True, top_p=0), "top_p"),
     (lambda s: s.generate([1, 2], do_sample=True, temperature=0), "temperature"),
     (lambda s: s.generate(list(range(3)) * 30), "max_length"),
+    (lambda s: s.generate([1, 2], stop=["\n"]), "stop takes token ids"),
+    (lambda s: s.generate([1, 2], stop=5), "stop takes a list of token ids"),
 ])
 def test_bad_generation_requests_are_input_errors(folders, call, message):
     session = rt.load(_compile(folders, "llama", max_length=64))

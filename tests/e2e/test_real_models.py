@@ -71,6 +71,21 @@ def test_smollm2_is_the_real_pretrained_model(smollm2):
     assert tokenizer.decode([next_id]).strip() == "Paris"
 
 
+def test_smollm2_cache_is_a_model_folder_other_tools_read(smollm2):
+    """config.json names the architecture: ONNX Runtime GenAI's model builder indexes
+    `architectures[0]`, and transformers' Auto classes read it from the folder."""
+    import transformers as tf
+
+    from ember.cache import cache_dir
+    from ember.compiler.models.smollm2 import CACHE_NAME
+
+    folder = cache_dir() / CACHE_NAME
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert "quantization_config" not in config
+    assert type(tf.AutoModelForCausalLM.from_pretrained(folder)).__name__ == "LlamaForCausalLM"
+
+
 @pytest.mark.parametrize("target", ["cpu", "tvm"])
 def test_smollm2_artifact_matches_torch(smollm2, target, tmp_path, request):
     if target == "tvm":

@@ -20,6 +20,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from ember.cache import cache_dir
+from ember.compiler.models import smollm2
 from ember.passes.prune.llm import slice as prune_llm_slice
 from ember.passes.prune.llm.groups import PruneError, decoder_groups
 from ember.passes.prune.llm.slice import (
@@ -32,7 +34,7 @@ from ember.passes.prune.llm.slice import (
 
 D, HEADS, KV_HEADS, HEAD_DIM, FFN, LAYERS, VOCAB = 64, 4, 2, 16, 96, 3, 101
 TIES = ("tied", "untied", "untied_by_caller")
-SMOLLM2 = Path.home() / ".cache/ember/smollm2-135m-instruct-fp32-v1/model.safetensors"
+SMOLLM2 = cache_dir() / smollm2.CACHE_NAME / smollm2.WEIGHTS
 
 
 def _sizes(**overrides) -> dict:

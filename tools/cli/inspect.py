@@ -66,9 +66,8 @@ def summary(folder: Path, m: dict[str, Any], integrity: str) -> str:
         ("", f"{model['params']:,} parameters, weights sha256 {model['weight_sha256'][:16]}"),
         ("target", f"{m['target']} (format {m['format']}){_target_detail(m)}"),
         *[("passes" if i == 0 else "", _pass_line(r)) for i, r in enumerate(m["passes"])],
-        *[("inputs" if i == 0 else "", _tensor(s)) for i, s in enumerate(m["signature"]["inputs"])],
-        *[("outputs" if i == 0 else "", _tensor(s))
-          for i, s in enumerate(m["signature"]["outputs"])],
+        *[("inputs" if i == 0 else "", text) for i, text in enumerate(_tensors(m, "inputs"))],
+        *[("outputs" if i == 0 else "", text) for i, text in enumerate(_tensors(m, "outputs"))],
         *[("files" if i == 0 else "", f"{name}  {human_bytes(rec['bytes'])}  "
            f"sha256 {rec['sha256'][:16]}") for i, (name, rec) in enumerate(m["files"].items())],
         ("integrity", integrity),
@@ -79,7 +78,15 @@ def summary(folder: Path, m: dict[str, Any], integrity: str) -> str:
     ]
     if not m["passes"]:
         lines.insert(4, ("passes", "none"))
+    if m.get("generation"):
+        lines.insert(4, ("generate", _generation_line(m["generation"])))
     return "\n".join(f"{k:<10} {v}" for k, v in lines)
+
+
+def _generation_line(g: dict[str, Any]) -> str:
+    return (f"prefill and one-token decode over a KV cache of {g['layers']} layers x "
+            f"{g['kv_heads']} KV heads x {g['head_dim']}, max_length {g['max_length']}, "
+            f"stops at token ids {g['eos_token_ids']}")
 
 
 def _target_detail(m: dict[str, Any]) -> str:
@@ -118,6 +125,19 @@ def _pass_line(record: dict[str, Any]) -> str:
     stats = ", ".join(f"{k}={v}" for k, v in record["stats"].items())
     state = "modified" if record["modified"] else "unchanged"
     return f"{record['name']}({config}): {state}; {stats} ({record['seconds']:.2f} s)"
+
+
+def _tensors(m: dict[str, Any], side: str) -> list[str]:
+    """One line per tensor; a generation artifact's cache tensors in one line."""
+    specs = m["signature"][side]
+    cache = set((m.get("generation") or {}).get(
+        "past_inputs" if side == "inputs" else "present_outputs", []))
+    lines = [_tensor(s) for s in specs if s["name"] not in cache]
+    cached = [s for s in specs if s["name"] in cache]
+    if cached:
+        lines.append(f"{len(cached)} cache tensors {cached[0]['name']} ... {cached[-1]['name']}: "
+                     f"{_tensor(cached[0]).split(': ', 1)[1]}")
+    return lines
 
 
 def _tensor(spec: dict[str, Any]) -> str:

@@ -2,14 +2,20 @@
 `generate`, on the same machine, in one interleaved run.
 
 Every engine generates 64 greedy tokens after the same prompt (a `--prompt-tokens` window
-of the held-out KJV half), never stopping early; a round runs every engine once, and the
-order reverses each round (after one untimed warm-up run each). Time to first token is the
+from the held-out half of Python's pydoc topics, which every Python ships), never stopping
+early; a round runs every engine once, and the order reverses each round (after one
+untimed warm-up run each). Time to first token is the
 prompt's prefill up to the first token; decode tokens/s counts the 63 steps after it. The
 figures are medians of the rounds. Agreement is the number of leading tokens equal to
 transformers' fp32 `generate`.
 
+Also timed: ember's prefill-only `cpu` artifact (no cache, the prompt's length fixed), the
+latency a generation artifact's time to first token is held against; and ONNX Runtime GenAI
+(`pip install onnxruntime-genai`, skipped when missing), fp32 and int4, whose model builder
+converts the SmolLM2 folder in ember's cache (nothing is downloaded).
+
     python -m ember.tools.research.bench_generation OUT [--rows fp32,w8a8,pat-hidden25]
-        [--rounds 3] [--threads 2] [--prompt-tokens 127]
+        [--genai fp32,int4] [--rounds 3] [--threads 2] [--prompt-tokens 127]
 
 Artifacts are compiled into OUT/<row> (kept and reused by a rerun); the table goes to
 stdout and OUT/generation.md.
@@ -29,8 +35,8 @@ NEW_TOKENS = 64
 #: row -> ember passes (CLI form) for a generation artifact of SmolLM2-135M on `cpu`
 ROWS: dict[str, list[str]] = {
     "fp32": [],
-    "w8a8": ["spike:w_bits=8,a_bits=8,salient_frac=0,data=text:kjv,calib_windows=8"],
-    "pat-hidden25": ["prune:method=pat,ratio=0.25,scope=hidden,steps=8,data=text:kjv"],
+    "w8a8": ["spike:w_bits=8,a_bits=8,salient_frac=0,data=text:pydoc,calib_windows=8"],
+    "pat-hidden25": ["prune:method=pat,ratio=0.25,scope=hidden,steps=8,data=text:pydoc"],
 }
 
 Run = tuple[float, float, list[int]]  # ms to first token, ms of the decode steps, tokens
@@ -45,8 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     prompt = _prompt(args.prompt_tokens)
     engines: dict[str, Callable[[], Run]] = {"transformers fp32 generate": _transformers(prompt)}
-    for row in args.rows.split(","):
+    for row in filter(None, args.rows.split(",")):
         engines[f"ember cpu {row}"] = _ember(out, row, prompt, args.threads)
+    engines["ember cpu fp32 prefill artifact (no cache)"] = _prefill(out, prompt, args.threads)
+    for precision in filter(None, args.genai.split(",")):
+        genai = _genai(out, precision, prompt)
+        if genai is not None:
+            engines[f"ONNX Runtime GenAI {precision}"] = genai
     runs = _interleaved(engines, args.rounds)
     table = _table(runs, prompt.shape[1], args)
     print(table)
@@ -58,7 +69,7 @@ def _prompt(tokens: int) -> np.ndarray:
     from ember.tools.bench import metrics
 
     _, tokenizer = load_smollm2()
-    windows = metrics.heldout_text_windows("kjv", tokenizer, tokens, 1)
+    windows = metrics.heldout_text_windows("pydoc", tokenizer, tokens, 1)
     return np.asarray(windows[:1], np.int64)
 
 
@@ -116,6 +127,68 @@ def _ember(out: Path, row: str, prompt: np.ndarray, threads: int) -> Callable[[]
     return lambda: greedy_run(session, prompt, NEW_TOKENS)
 
 
+def _prefill(out: Path, prompt: np.ndarray, threads: int) -> Callable[[], Run]:
+    """The prefill-only artifact on the same prompt: one call, then the argmax."""
+    import ember.runtime as rt
+    from ember.tools.cli.main import main as ember
+
+    folder = out / f"prefill-{prompt.shape[1]}"
+    if not (folder / "manifest.json").exists():
+        argv = ["compile", "--model", "builtin:smollm2-135m", "--tokens", str(prompt.shape[1]),
+                "--target-option", f"threads={threads}", "-o", str(folder), "--quiet"]
+        if ember(argv) != 0:
+            raise SystemExit("compiling the prefill artifact failed")
+    call = rt.load(folder).prepared_call({"input_ids": prompt})
+
+    def run() -> Run:
+        start = time.perf_counter()
+        token = int(np.argmax(call()[0][0, -1]))
+        return (time.perf_counter() - start) * 1e3, float("nan"), [token]
+
+    return run
+
+
+def _genai(out: Path, precision: str, prompt: np.ndarray) -> Callable[[], Run] | None:
+    """ONNX Runtime GenAI on its own model builder's conversion of ember's SmolLM2 folder."""
+    import subprocess
+    import sys
+
+    try:
+        import onnxruntime_genai as og
+    except ImportError:
+        print("ONNX Runtime GenAI rows skipped: pip install onnxruntime-genai")
+        return None
+    from ember.cache import cache_dir
+    from ember.compiler.models.smollm2 import CACHE_NAME, load_smollm2
+
+    load_smollm2()  # the cache folder the builder reads
+    folder = out / f"genai-{precision}"
+    if not (folder / "genai_config.json").exists():
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i",
+                        str(cache_dir() / CACHE_NAME), "-o", str(folder), "-p", precision,
+                        "-e", "cpu", "-c", str(out / "genai-cache")], check=True,
+                       capture_output=True)
+    model = og.Model(str(folder))
+    ids = prompt[0].tolist()
+
+    def run() -> Run:
+        params = og.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=len(ids) + NEW_TOKENS,
+                                  min_length=len(ids) + NEW_TOKENS)
+        generator = og.Generator(model, params)
+        start = time.perf_counter()
+        generator.append_tokens(ids)
+        generator.generate_next_token()
+        tokens = [int(generator.get_next_tokens()[0])]
+        first = time.perf_counter()
+        while len(tokens) < NEW_TOKENS:
+            generator.generate_next_token()
+            tokens.append(int(generator.get_next_tokens()[0]))
+        return (first - start) * 1e3, (time.perf_counter() - first) * 1e3, tokens
+
+    return run
+
+
 def _interleaved(engines: dict[str, Callable[[], Run]], rounds: int) -> dict[str, list[Run]]:
     for run in engines.values():
         run()  # warm-up
@@ -138,9 +211,11 @@ def _table(runs: dict[str, list[Run]], prompt_tokens: int, args: argparse.Namesp
         ttft = statistics.median(s[0] for s in samples)
         decode = statistics.median((NEW_TOKENS - 1) / (s[1] / 1e3) for s in samples)
         tokens = samples[0][2]
-        equal = next((k for k, (a, b) in enumerate(zip(tokens, reference, strict=True))
+        equal = next((k for k, (a, b) in enumerate(zip(tokens, reference, strict=False))
                       if a != b), len(tokens))
-        lines.append(f"| {name} | {ttft:.0f} | {decode:.1f} | {equal} |")
+        decoded = "-" if np.isnan(decode) else f"{decode:.1f}"
+        agreement = f"{equal}" if len(tokens) == NEW_TOKENS else f"first token: {equal == 1}"
+        lines.append(f"| {name} | {ttft:.0f} | {decoded} | {agreement} |")
     return "\n".join(lines)
 
 
@@ -148,6 +223,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", help="folder for the artifacts and the table")
     p.add_argument("--rows", default=",".join(ROWS), help=f"ember rows ({', '.join(ROWS)})")
+    p.add_argument("--genai", default="fp32,int4",
+                   help="ONNX Runtime GenAI precisions (empty: none)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--prompt-tokens", type=int, default=127)
