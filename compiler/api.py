@@ -126,12 +126,21 @@ def prepare(config: CompileConfig, progress: Progress = QUIET) -> Prepared:
             error = reference_error(model, loaded.inputs, reference)
         tolerance = _with_reference_noise(tolerance, error, config)
     with progress.stage("counting operations"):
-        op_report = count_ops(onnx_model)
+        op_report = count_ops(onnx_model, _count_dims(generation, loaded))
         spiking = spike_report(model) if model is not None else None
         if spiking is not None:
             op_report["spiking"] = spiking
     return Prepared(config, loaded, model, records, onnx_model, reference, tolerance,
                     model_record, op_report, ort_failure, probe, generation)
+
+
+def _count_dims(generation: GenerationReference | None, loaded: LoadedModel
+                ) -> dict[str, int] | None:
+    """A generation graph is counted as its prefill of the stored prompt (an empty cache),
+    comparable with a prefill artifact of that length."""
+    if generation is None:
+        return None
+    return {"tokens": int(loaded.inputs["input_ids"].shape[1]), "past": 0}
 
 
 def _probe(model: Any, onnx_model: Any, loaded: LoadedModel,

@@ -32,6 +32,7 @@ everywhere.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -67,11 +68,14 @@ class LayerCount:
         return picojoules * 1e-6
 
 
-def count_ops(model) -> dict[str, Any]:
-    """{"layers": [...], "totals": {...}, "energy_model": ...} for an ONNX ModelProto."""
+def count_ops(model, dims: dict[str, int] | None = None) -> dict[str, Any]:
+    """{"layers": [...], "totals": {...}, "energy_model": ...} for an ONNX ModelProto; `dims`
+    gives symbolic input dims a size for the count (a generation graph's prefill: its
+    tokens, and an empty cache)."""
     from onnx import numpy_helper
 
-    inferred = _inferred(model)
+    with _sized(model, dims or {}):
+        inferred = _inferred(model)
     shapes = _known_shapes(inferred)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     # weights: floats and 8-bit integers; not int64 shape or axis vectors
@@ -100,6 +104,22 @@ def stored_bytes(array) -> int:
     if array.dtype.name in ("int4", "uint4"):
         return (int(array.size) + 1) // 2
     return int(array.nbytes)
+
+
+@contextlib.contextmanager
+def _sized(model, dims: dict[str, int]):
+    """The graph inputs' symbolic dims named in `dims` set to those sizes, for the block."""
+    changed = []
+    for value in model.graph.input:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in dims:
+                changed.append((dim, dim.dim_param))
+                dim.dim_value = dims[dim.dim_param]
+    try:
+        yield
+    finally:
+        for dim, name in changed:
+            dim.dim_param = name
 
 
 def _inferred(model):
