@@ -3,7 +3,8 @@
 api.py runs a compile (load -> passes -> export -> target -> verify -> artifact); config.py
 is its schema; models/ resolves model specs; data/ loads the offline corpora and digits,
 and the tuning data passes read through their context; pipeline.py runs the passes;
-export.py writes ONNX; artifact.py writes the directory atomically; verify*.py and
+export.py writes ONNX; generation.py makes a causal LM's KV-cache decode graph
+(--generate); artifact.py writes the directory atomically; verify*.py, probe.py and
 reference_noise.py check the payload against the torch model.
 
     import ember

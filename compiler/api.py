@@ -140,7 +140,8 @@ def _count_dims(generation: GenerationReference | None, loaded: LoadedModel
     comparable with a prefill artifact of that length."""
     if generation is None:
         return None
-    return {"tokens": int(loaded.inputs["input_ids"].shape[1]), "past": 0}
+    tokens = int(loaded.inputs["input_ids"].shape[1])
+    return {"batch": 1, "tokens": tokens, "positions": tokens, "past": 0}
 
 
 def _probe(model: Any, onnx_model: Any, loaded: LoadedModel,

@@ -52,9 +52,10 @@ def export_onnx(
 
 
 #: the smallest size a symbolic dim takes (default 2: torch.export specializes 0 and 1);
-#: a generation graph's new tokens are 1 per decode step and its cache is empty at prefill,
-#: and saying so keeps the tracer from assuming more (a causal mask elided for t > 1)
-MIN_SIZE = {"tokens": 1, "past": 0}
+#: a generation graph's batch and new tokens are 1 per decode step and its cache is empty
+#: at prefill, and saying so keeps the tracer from assuming more (a causal mask elided for
+#: t > 1)
+MIN_SIZE = {"batch": 1, "tokens": 1, "positions": 1, "past": 0}
 
 
 def _dynamic_shapes(module: nn.Module, inputs: dict[str, np.ndarray],

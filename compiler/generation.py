@@ -18,6 +18,7 @@ import numpy as np
 
 from ember.compiler.config import GenerateSpec
 from ember.compiler.models.decoding import (
+    MASK,
     PAST,
     PRESENT,
     CacheShape,
@@ -58,14 +59,27 @@ def decoding_model(model: Any, loaded: LoadedModel, spec: GenerateSpec
         raise ConfigError(f"the example prompt ({prompt.shape[1]} tokens) plus verify_tokens "
                           f"({spec.verify_tokens}) exceed max_length {max_length}")
     decoder = CausalLMWithCache(lm).eval()
-    prefill = {"input_ids": prompt, **shape.empty()}
-    dynamic = {"input_ids": {1: "tokens"}, **{name: {2: "past"} for name in shape.names(PAST)}}
+    prefill = {"input_ids": prompt, MASK: np.ones_like(prompt), **shape.empty()}
     decoding = dataclasses.replace(
         loaded, module=decoder, inputs=prefill, output_names=["logits", *shape.names(PRESENT)],
-        dynamic_dims=dynamic, export_inputs={"input_ids": prompt, **shape.empty(length=2)})
+        dynamic_dims=_dynamic_dims(shape), export_inputs=_export_inputs(prompt, shape))
     info = _info(lm, shape, max_length)
     tokens, logits = torch_greedy(lm, prompt, spec.verify_tokens, info["eos_token_ids"])
     return decoder, decoding, GenerationReference(info, prompt, tokens, logits)
+
+
+def _dynamic_dims(shape: CacheShape) -> dict[str, dict[int, str]]:
+    return {"input_ids": {0: "batch", 1: "tokens"}, MASK: {0: "batch", 1: "positions"},
+            **{name: {0: "batch", 2: "past"} for name in shape.names(PAST)}}
+
+
+def _export_inputs(prompt: np.ndarray, shape: CacheShape) -> dict[str, np.ndarray]:
+    """Two sequences with two cached positions: sizes torch.export keeps symbolic (it
+    specializes 0 and 1), the first sequence left-padded by one so no mask is elided."""
+    ids = np.repeat(prompt, 2, axis=0)
+    mask = np.ones((2, 2 + prompt.shape[1]), np.int64)
+    mask[0, 0] = 0
+    return {"input_ids": ids, MASK: mask, **shape.empty(batch=2, length=2)}
 
 
 def torch_greedy(lm: Any, prompt: np.ndarray, new_tokens: int, eos: list[int]

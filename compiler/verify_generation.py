@@ -27,8 +27,8 @@ def verify_generation(folder: Path, reference: GenerationReference, tolerance: T
     from ember.runtime.generation import KVDecoder
 
     decoder = KVDecoder(rt.load(folder, device=device))
-    steps = [decoder.feed(reference.prompt)]
-    steps += [decoder.feed(np.array([[token]], np.int64)) for token in reference.tokens[:-1]]
+    steps = [decoder.feed(reference.prompt)[0]]
+    steps += [decoder.feed(np.array([[token]], np.int64))[0] for token in reference.tokens[:-1]]
     chosen = [int(np.argmax(logits)) for logits in steps]
     agree = next((k for k, (a, b) in enumerate(zip(chosen, reference.tokens, strict=True))
                   if a != b), len(chosen))

@@ -1,14 +1,17 @@
 """The ember runtime: `load(artifact_dir)` -> Session. Imports no torch.
 
-manifest.py reads and hash-checks an artifact; session.py validates inputs (signature.py)
-and runs the engine; engines/ has one engine per artifact format, chosen from a literal
-table; gpu/ holds the gpu engine's programs and Triton kernels; compare.py and timing.py
-check and time outputs. The runtime imports nothing from passes, compiler or tools.
+manifest.py reads and hash-checks an artifact, trust.py checks its optional signature;
+session.py validates inputs (signature.py) and runs the engine; generation.py and
+sampling.py generate text with a generation artifact's KV cache; engines/ has one engine per
+artifact format, chosen from a literal table; gpu/ holds the gpu engine's programs and
+Triton kernels; compare.py and timing.py check and time outputs. The runtime imports
+nothing from passes, compiler or tools.
 
     import ember.runtime as rt
     sess = rt.load("out/digits-cpu")          # checks every payload's sha256 first
     outs = sess.run({"image": x})              # dict of numpy arrays in and out
     rt.load("from-elsewhere", trusted_key="team.pub")   # and signed by that key
+    rt.load("out/smollm2-gen").generate(prompt_ids, max_new_tokens=64)   # --generate artifacts
     t = sess.benchmark({"image": x}, warmup=10, repeat=50)   # median_ms, p90_ms, samples
 """
 

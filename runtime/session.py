@@ -55,16 +55,22 @@ class Session:
 
     def generate(self, input_ids: Any, max_new_tokens: int = 32, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-                 seed: int | None = None, stop: Iterable[int] = ()) -> list[int]:
+                 seed: int | None = None, stop: Iterable[int] = ()
+                 ) -> list[int] | list[list[int]]:
         """Generation artifacts: the new token ids after the prompt `input_ids` (a list, or
-        a [t] or [1, t] array); greedy unless do_sample (runtime/generation.py)."""
-        return list(self.stream(input_ids, max_new_tokens, do_sample, temperature, top_k,
-                                top_p, seed, stop))
+        a [t] or [1, t] array), or after each prompt of a batch (a list of lists, or a
+        [b, t] array: left-padded, one list each); greedy unless do_sample
+        (runtime/generation.py)."""
+        from ember.runtime.generation import generate
+        from ember.runtime.sampling import Sampling
+
+        sampling = Sampling(do_sample, temperature, top_k, top_p)
+        return generate(self, input_ids, max_new_tokens, sampling, seed, stop)
 
     def stream(self, input_ids: Any, max_new_tokens: int = 32, do_sample: bool = False,
                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
                seed: int | None = None, stop: Iterable[int] = ()) -> Iterator[int]:
-        """`generate`, yielding each new token id as soon as it is decoded."""
+        """`generate` of one sequence, yielding each new token id as it is decoded."""
         from ember.runtime.generation import stream
         from ember.runtime.sampling import Sampling
 

@@ -4,7 +4,8 @@ Every target compiles one ModuleSource (base.py: the exported ONNX and the torch
 passes). Small targets are one module (null.py, cpu.py); a target that outgrew one file is a
 sub-package whose target.py holds its TARGET (tvm/, fpga/, gpu/). module_reader.py reads the
 torch model for the module-reading targets (fpga, gpu); opcount/ counts operations for every
-artifact; onnx_io.py and host.py are shared helpers.
+artifact; onnx_io.py and host.py are shared helpers; onnxruntime_int8.py writes 8-bit
+products that ONNX Runtime computes exactly on CPUs without VNNI.
 
 Importing this package is light: each target imports its engine inside `compile`.
 """

@@ -1,11 +1,14 @@
 """A causal LM as one decode graph over a KV cache, for text-generation artifacts.
 
-    (input_ids [b, t], past.0.key, past.0.value, ... [b, kv_heads, p, head_dim])
+    (input_ids [b, t], attention_mask [b, p+t],
+     past.0.key, past.0.value, ... [b, kv_heads, p, head_dim])
         -> (logits [b, t, vocab], present.0.key, present.0.value, ... [b, kv_heads, p+t, head_dim])
 
-Token j of the call sits at position p + j, and attends to the p cached positions and to
-the call's tokens up to itself. A prefill is the call with p = 0 (an empty cache), a decode
-step the call with t = 1 and the previous call's presents as its pasts. One graph serves
+A prefill is the call with p = 0 (an empty cache), a decode step the call with t = 1 and the
+previous call's presents as its pasts. `attention_mask` marks the real tokens of the p + t
+positions (0: padding), so prompts of different lengths run as one batch, left-padded: a
+token attends to the real positions up to itself, and its position id counts only the real
+tokens before it (cumsum(mask) - 1), as transformers' `generate` does with padding. One graph serves
 both, so prefill and decode share one copy of the weights, and the cache grows by
 concatenation inside the graph (transformers' DynamicCache, traced): each step attends over
 the positions that exist, not over max_length slots. (A static cache of max_length slots,
@@ -24,6 +27,7 @@ from torch import nn
 from ember.errors import UnsupportedModelError, first_line
 
 PAST, PRESENT = "past", "present"
+MASK = "attention_mask"
 KINDS = ("key", "value")
 
 
@@ -51,16 +55,18 @@ class CausalLMWithCache(nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from transformers import DynamicCache
 
         # no config: full-attention layers throughout (cache_shape keeps a sliding window
         # out of reach, so it never slides)
         cache = DynamicCache(ddp_cache_data=list(zip(past[0::2], past[1::2], strict=True)))
-        start = past[0].shape[2]
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device) + start
-        out = self.lm(input_ids=input_ids, cache=cache, position_ids=positions.unsqueeze(0),
-                      cache_position=positions, use_cache=True)
+        tokens, start = input_ids.shape[1], past[0].shape[2]
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -tokens:]
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
+                      position_ids=positions, use_cache=True,
+                      cache_position=torch.arange(tokens, device=input_ids.device) + start)
         present = [t for layer in _cache_of(out).layers for t in (layer.keys, layer.values)]
         return (out.logits, *present)
 

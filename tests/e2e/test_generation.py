@@ -18,9 +18,8 @@ from ember.errors import ConfigError, InputError, UnsupportedModelError
 from ember.tools.cli.main import main
 from ember.tools.conformance.families import (
     ALL_SCOPES,
-    CORPUS,
     prune_config,
-    save_family,
+    save_families,
     spike_config,
 )
 
@@ -30,11 +29,7 @@ PROMPTS = [[5, 9, 13, 20, 3, 40], [11, 12, 13], [60, 1, 33, 33, 7, 7, 7, 2, 9]]
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("generation")
-    for name in FAMILIES:
-        save_family(name, root / name)
-    (root / "corpus.txt").write_text(CORPUS)
-    return root
+    return save_families(tmp_path_factory.mktemp("generation"), FAMILIES)
 
 
 _COMPILED: dict[str, object] = {}
@@ -75,6 +70,17 @@ def test_every_family_generates_what_transformers_generates(folders, name):
         assert list(session.stream(np.array([prompt]), max_new_tokens=24)) == expected
 
 
+def test_a_batch_of_prompts_of_different_lengths_generates_each_as_alone(folders):
+    """Left-padded, with the padding masked and positions counted from each prompt's first
+    real token: every row equals transformers' generate of that prompt by itself."""
+    session = rt.load(_compile(folders, "llama"))
+    expected = [_hf_greedy(folders / "llama", prompt, 12) for prompt in PROMPTS]
+    assert session.generate(PROMPTS, max_new_tokens=12) == expected
+    same_length = np.array([PROMPTS[0], PROMPTS[0][::-1]])
+    assert session.generate(same_length, max_new_tokens=12) == [
+        _hf_greedy(folders / "llama", list(row), 12) for row in same_length]
+
+
 @pytest.mark.parametrize("passes", ["prune", "pat", "spike"])
 def test_pruned_and_spiking_models_generate(folders, passes):
     corpus = folders / "corpus.txt"
@@ -110,7 +116,8 @@ def test_sampling_is_seeded_and_respects_top_k(folders):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda s: s.generate([[1, 2], [3, 4]]), "batch 1"),
+    (lambda s: s.stream([[1, 2], [3, 4]]), "stream takes one sequence"),
+    (lambda s: s.generate([[1, 2], []]), "non-empty"),
     (lambda s: s.generate([]), "non-empty"),
     (lambda s: s.generate([1.5, 2.0]), "integer token ids"),
     (lambda s: s.generate([1, 2], max_new_tokens=0), "max_new_tokens"),

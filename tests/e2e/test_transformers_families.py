@@ -16,11 +16,10 @@ from ember.compiler.api import compile_model
 from ember.errors import UnsupportedModelError
 from ember.tools.conformance.families import (
     ALL_SCOPES,
-    CORPUS,
     DECODERS,
     FAMILIES,
     prune_config,
-    save_family,
+    save_families,
     spike_config,
 )
 
@@ -28,11 +27,7 @@ from ember.tools.conformance.families import (
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """Each family saved once, tiny, random, with its BPE tokenizer (families.py)."""
-    root = tmp_path_factory.mktemp("families")
-    for name in FAMILIES:
-        save_family(name, root / name)
-    (root / "corpus.txt").write_text(CORPUS)
-    return root
+    return save_families(tmp_path_factory.mktemp("families"), list(FAMILIES))
 
 
 def _compile(folders, name: str, passes: list, target: str = "cpu"):

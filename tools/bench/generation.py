@@ -73,10 +73,10 @@ def greedy_run(session: rt.Session, prompt: np.ndarray, new_tokens: int
     """(ms to the first token, ms of the decode steps after it, the tokens)."""
     decoder = KVDecoder(session)
     start = time.perf_counter()
-    tokens = [int(np.argmax(decoder.feed(prompt)))]
+    tokens = [int(np.argmax(decoder.feed(prompt)[0]))]
     first = time.perf_counter()
     for _ in range(new_tokens - 1):
-        tokens.append(int(np.argmax(decoder.feed(np.array([[tokens[-1]]], np.int64)))))
+        tokens.append(int(np.argmax(decoder.feed(np.array([[tokens[-1]]], np.int64))[0])))
     end = time.perf_counter()
     return (first - start) * 1e3, (end - first) * 1e3, tokens
 

@@ -6,7 +6,7 @@ The number formatting, the header items and the table cells defined here are sha
 
 from __future__ import annotations
 
-from ember.tools.bench.schema import Report, Row
+from ember.tools.bench.schema import FpgaEstimate, GenerationTiming, Report, Row
 from ember.tools.table import human_bytes, human_count, scaled, sig3
 
 TITLE = "ember bench report"
@@ -133,16 +133,14 @@ FPGA_NOTE = ("fpga rows: the latency columns above are the measured C simulation
 
 def fpga_rows(report: Report) -> list[list[str]]:
     """One row of resource-model figures per fpga artifact (empty when there is none)."""
-    rows = []
-    for row in report.rows:
-        f = row.fpga
-        if f is None:
-            continue
-        rows.append([row.label, f"{f.device} @ {f.clock_mhz:g} MHz",
-                     f"{f.latency_us:.1f} ({f.baseline_latency_us:.1f})", f"{f.speedup:.2f}x",
-                     str(f.interval_cycles), f"{f.dsp} ({f.baseline_dsp})",
-                     f"{f.lut} ({f.baseline_lut})", str(f.bram36), str(f.uram)])
-    return rows
+    return [_fpga_cells(row.label, row.fpga) for row in report.rows if row.fpga is not None]
+
+
+def _fpga_cells(label: str, f: FpgaEstimate) -> list[str]:
+    return [label, f"{f.device} @ {f.clock_mhz:g} MHz",
+            f"{f.latency_us:.1f} ({f.baseline_latency_us:.1f})", f"{f.speedup:.2f}x",
+            str(f.interval_cycles), f"{f.dsp} ({f.baseline_dsp})",
+            f"{f.lut} ({f.baseline_lut})", str(f.bram36), str(f.uram)]
 
 
 GENERATION_COLUMNS = ["label", "prompt tokens", "time to first token ms (vs base)",
@@ -156,19 +154,26 @@ GENERATION_NOTE = ("generation rows: the stored prompt's prefill (time to first 
 
 def generation_rows(report: Report) -> list[list[str]]:
     """One row of generation figures per generation artifact (empty when there is none)."""
-    rows = []
-    for row in report.rows:
-        g = row.generation
-        if g is None:
-            continue
-        rows.append([row.label, str(g.prompt_tokens),
-                     f"{g.ttft_ms:.1f} ({g.baseline_ttft_ms:.1f})",
-                     f"{g.decode_tokens_per_s:.1f} ({g.baseline_decode_tokens_per_s:.1f})",
-                     f"{g.decode_tokens_per_s / g.baseline_decode_tokens_per_s:.2f}x",
-                     f"{human_bytes(g.peak_rss_bytes)} ({human_bytes(g.baseline_peak_rss_bytes)})",
-                     f"{g.greedy_tokens_equal} of {g.new_tokens} "
-                     f"({g.greedy_agreement:.0%} of positions)"])
-    return rows
+    return [_generation_cells(row.label, row.generation) for row in report.rows
+            if row.generation is not None]
+
+
+def _generation_cells(label: str, g: GenerationTiming) -> list[str]:
+    return [label, str(g.prompt_tokens), f"{g.ttft_ms:.1f} ({g.baseline_ttft_ms:.1f})",
+            f"{g.decode_tokens_per_s:.1f} ({g.baseline_decode_tokens_per_s:.1f})",
+            f"{g.decode_tokens_per_s / g.baseline_decode_tokens_per_s:.2f}x",
+            f"{human_bytes(g.peak_rss_bytes)} ({human_bytes(g.baseline_peak_rss_bytes)})",
+            f"{g.greedy_tokens_equal} of {g.new_tokens} ({g.greedy_agreement:.0%} of positions)"]
+
+
+def _md_section(title: str, note: str, columns: list[str], rows: list[list[str]]
+                ) -> list[str]:
+    """A titled table of per-artifact figures, or nothing without rows."""
+    if not rows:
+        return []
+    return ["", f"## {title}", "", note, "", "| " + " | ".join(columns) + " |",
+            "|" + "---|" * len(columns),
+            *["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in rows]]
 
 
 def render_markdown(report: Report) -> str:
@@ -176,17 +181,9 @@ def render_markdown(report: Report) -> str:
     lines = [f"# {TITLE}", ""]
     lines += [f"- **{name}:** {_md_cell(value)}" for name, value in header_items(report)]
     lines += ["", "## Results", ""] + _md_table(report)
-    fpga = fpga_rows(report)
-    if fpga:
-        lines += ["", "## FPGA resource model", "", FPGA_NOTE, "",
-                  "| " + " | ".join(FPGA_COLUMNS) + " |", "|" + "---|" * len(FPGA_COLUMNS)]
-        lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in fpga]
-    generation = generation_rows(report)
-    if generation:
-        lines += ["", "## Generation", "", GENERATION_NOTE, "",
-                  "| " + " | ".join(GENERATION_COLUMNS) + " |",
-                  "|" + "---|" * len(GENERATION_COLUMNS)]
-        lines += ["| " + " | ".join(_md_cell(c) for c in cells) + " |" for cells in generation]
+    lines += _md_section("FPGA resource model", FPGA_NOTE, FPGA_COLUMNS, fpga_rows(report))
+    lines += _md_section("Generation", GENERATION_NOTE, GENERATION_COLUMNS,
+                         generation_rows(report))
     lines += ["", "## How to read this", "", HOW_TO_READ, "", "## Regressions", ""]
     lines += [f"- {_md_cell(r)}" for r in report.regressions] or ["none"]
     lines += ["", f"**Frontier** (speed vs quality, Pareto-optimal): {frontier_text(report)}"]

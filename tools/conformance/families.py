@@ -38,6 +38,14 @@ FAMILIES: dict[str, tuple[str, str, dict[str, Any], str | None]] = {
 DECODERS = [name for name, family in FAMILIES.items() if family[3] is not None]
 
 
+def save_families(root: Path, names: list[str]) -> Path:
+    """`root/<name>` for each family (save_family) and `root/corpus.txt`; returns root."""
+    for name in names:
+        save_family(name, root / name)
+    (root / "corpus.txt").write_text(CORPUS)
+    return root
+
+
 def save_family(name: str, folder: Path) -> Path:
     """`folder` holding the family's tiny model (seed 0), its tokenizer and `corpus.txt`."""
     import torch

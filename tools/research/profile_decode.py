@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None) -> None:
         cache = {name: np.zeros((1, specs[name]["shape"][1], 0, specs[name]["shape"][3]),
                                 np.float32) for name in info["past_inputs"]}
         ids = np.arange(1, args.prompt_tokens + 1, dtype=np.int64)[None] % info["vocab_size"]
+        mask = np.ones_like(ids)
         for _ in range(args.steps + 1):  # the prefill, then the decode steps
+            feed = {"input_ids": ids, "attention_mask": mask, **cache}
             outputs = dict(zip([o.name for o in ort_session.get_outputs()],
-                               ort_session.run(None, {"input_ids": ids, **cache}), strict=True))
+                               ort_session.run(None, feed), strict=True))
+            mask = np.ones((1, mask.shape[1] + 1), np.int64)
             cache = {p: outputs[q] for p, q in zip(info["past_inputs"],
                                                    info["present_outputs"], strict=True)}
             ids = np.array([[int(np.argmax(outputs["logits"][0, -1]))]], np.int64)
