@@ -112,12 +112,16 @@ def _spec(value_info) -> dict[str, Any]:
     return tensor_spec(value_info.name, shape, dtype)
 
 
-def infer_shapes(model: onnx.ModelProto, data_prop: bool = False) -> onnx.ModelProto:
-    """ONNX shape inference on `model` without serializing its weights.
+def infer_shapes(model: onnx.ModelProto, data_prop: bool = False,
+                 symbolic: bool = False) -> onnx.ModelProto:
+    """Shape inference on `model` without serializing its weights.
 
     `onnx.shape_inference.infer_shapes` serializes the whole model (9 s for SmolLM2's 540 MB);
     it needs only the weights' types and shapes, so the copy it sees declares each large
     initializer as a typed graph input instead. The result's nodes are `model`'s nodes.
+    `symbolic` runs ONNX Runtime's symbolic shape inference instead, on the shapes the
+    graph inputs declare (the exporter's recorded shapes are dropped): it follows reshapes
+    to sizes computed from other shapes, where ONNX's own inference loses a dynamic batch.
     """
     import onnx
     from onnx import helper
@@ -128,9 +132,13 @@ def infer_shapes(model: onnx.ModelProto, data_prop: bool = False) -> onnx.ModelP
         [*graph.input, *(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                          for t in graph.initializer if not _small(t))],
         list(graph.output), [t for t in graph.initializer if _small(t)],
-        value_info=list(graph.value_info))
+        value_info=[] if symbolic else list(graph.value_info))
     copy = helper.make_model(skeleton, opset_imports=list(model.opset_import),
                              ir_version=model.ir_version, functions=list(model.functions))
+    if symbolic:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        return SymbolicShapeInference.infer_shapes(copy, auto_merge=True)
     return onnx.shape_inference.infer_shapes(copy, data_prop=data_prop)
 
 

@@ -75,7 +75,7 @@ def count_ops(model, dims: dict[str, int] | None = None) -> dict[str, Any]:
     from onnx import numpy_helper
 
     with _sized(model, dims or {}):
-        inferred = _inferred(model)
+        inferred = _inferred(model, symbolic=bool(dims))
     shapes = _known_shapes(inferred)
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     # weights: floats and 8-bit integers; not int64 shape or axis vectors
@@ -122,14 +122,18 @@ def _sized(model, dims: dict[str, int]):
             dim.dim_param = name
 
 
-def _inferred(model):
+def _inferred(model, symbolic: bool = False):
     """The model with inferred value shapes; as it is when shape inference rejects it (then
     only declared shapes are known, and the rest is counted as unknown)."""
     from onnx.shape_inference import InferenceError
 
     try:
-        return infer_shapes(model, data_prop=True)
+        return infer_shapes(model, data_prop=True, symbolic=symbolic)
     except (InferenceError, ValueError, RuntimeError):
+        return model
+    except Exception:  # ONNX Runtime's symbolic inference also raises asserts and KeyErrors
+        if not symbolic:
+            raise
         return model
 
 

@@ -173,3 +173,17 @@ def test_bench_reports_time_to_first_token_decode_speed_memory_and_agreement(fol
         assert 20 << 20 < figures["peak_rss_bytes"] < 2 << 30  # a process, not the machine
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert "## Generation" in markdown and "time to first token" in markdown
+
+
+def test_a_generation_graph_counts_the_macs_of_its_prefill(tmp_path):
+    """The op report of a decode graph sizes its symbolic dims as the stored prompt's
+    prefill (ONNX Runtime's symbolic shape inference follows the computed reshapes): every
+    product is counted, and exactly as many MACs as the prefill artifact of that length."""
+    def totals(**extra):
+        out = compile_model({"model": "builtin:tiny-llama", "example": {"tokens": 16},
+                             "output": str(tmp_path / str(len(extra))), **extra})
+        return json.loads((out / "manifest.json").read_text())["ops"]["totals"]
+
+    generation, prefill = totals(generate={"verify_tokens": 2}), totals()
+    assert generation["unknown_layers"] == prefill["unknown_layers"] == 0
+    assert generation["macs"] == prefill["macs"] == 1_507_328
