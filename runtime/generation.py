@@ -64,8 +64,7 @@ class KVDecoder:
     def __init__(self, session: Session, batch: int = 1) -> None:
         self.session = session
         self.info = generation_info(session)
-        specs = {s["name"]: s for s in session.input_specs}
-        self._cache = {name: _empty(specs, name, batch) for name in self.info.past_inputs}
+        self._cache = empty_cache(session, batch)
         self._mask = np.zeros((batch, 0), np.int64)
         self.length = 0
 
@@ -82,6 +81,19 @@ class KVDecoder:
                        zip(self.info.past_inputs, self.info.present_outputs, strict=True)}
         self.length += ids.shape[1]
         return outputs["logits"][:, -1]
+
+
+def prefill_logits(session: Session, ids: np.ndarray) -> np.ndarray:
+    """Every position's logits of `ids` ([batch, t]) run as one prefill with an empty
+    cache: what a prefill-only artifact returns, for perplexity."""
+    return session.run({"input_ids": ids, MASK: np.ones_like(ids),
+                        **empty_cache(session, ids.shape[0])})["logits"]
+
+
+def empty_cache(session: Session, batch: int) -> dict[str, np.ndarray]:
+    """The cache inputs of `batch` sequences with nothing cached yet."""
+    specs = {s["name"]: s for s in session.input_specs}
+    return {name: _empty(specs, name, batch) for name in generation_info(session).past_inputs}
 
 
 GREEDY = Sampling()

@@ -187,3 +187,25 @@ def test_a_generation_graph_counts_the_macs_of_its_prefill(tmp_path):
     generation, prefill = totals(generate={"verify_tokens": 2}), totals()
     assert generation["unknown_layers"] == prefill["unknown_layers"] == 0
     assert generation["macs"] == prefill["macs"] == 1_507_328
+
+
+def test_perplexity_of_a_generation_artifact_is_its_prefill_artifacts(folders, tmp_path):
+    """`ember bench --data text:` scores a generation artifact through its prefill (empty
+    cache): the same model's prefill-only artifact of the same length gives the same
+    perplexity on the same windows."""
+    from ember.tools.bench import metrics
+    from ember.tools.bench.quality import _logits_of
+
+    generation = rt.load(_compile(folders, "llama"))
+    prefill = rt.load(compile_model({"model": f"hf:{folders / 'llama'}",
+                                     "example": {"tokens": 8},
+                                     "output": str(tmp_path / "prefill")}))
+    windows = np.random.default_rng(0).integers(0, 64, (4, 8))
+    ours = metrics.perplexity(_logits_of(generation, "text:x"), windows)
+    theirs = metrics.perplexity(_logits_of(prefill, "text:x"), windows)
+    assert ours == pytest.approx(theirs, rel=1e-5) and ours > 1.0
+    assert main(["bench", str(_compile(folders, "llama")), "--data",
+                 f"text:{folders / 'corpus.txt'}", "--budget", "0.2", "-o",
+                 str(tmp_path / "report")]) == 0
+    quality = json.loads((tmp_path / "report" / "report.json").read_text())["rows"][0]["quality"]
+    assert quality["metric"] == "perplexity" and quality["value"] > 1.0

@@ -78,26 +78,42 @@ def _digits(candidate: Session, baseline: Session) -> Quality:
 def _text(spec: str, candidate: Session, baseline: Session) -> Quality:
     from ember.compiler.data.datasets import text_corpus
 
-    inp, out = _single_io(candidate, spec)
-    if inp["dtype"] != "int64" or len(inp["shape"]) != 2 or not isinstance(inp["shape"][1], int):
-        raise UserError(f"--data {spec} needs a language-model artifact with fixed-length "
-                        f"int64 token input; {candidate.folder} takes {inp['dtype']}{inp['shape']}")
-    window = inp["shape"][1]
-    tokens, tokenizer = _tokenize(text_corpus(spec[5:]), candidate, out["shape"][-1])
+    window, vocab = _text_window(spec, candidate)
+    tokens, tokenizer = _tokenize(text_corpus(spec[5:]), candidate, vocab)
     try:
         windows = metrics.heldout_windows(tokens, window, MAX_WINDOWS)
     except ValueError as exc:
         raise UserError(f"--data {spec}: {exc}") from None
-
-    def scorer(session: Session):
-        return lambda ids: session.run({inp["name"]: ids})[out["name"]]
-
-    value = metrics.perplexity(scorer(candidate), windows)
-    base = metrics.perplexity(scorer(baseline), windows)
+    value = metrics.perplexity(_logits_of(candidate, spec), windows)
+    base = metrics.perplexity(_logits_of(baseline, spec), windows)
     return Quality(metric="perplexity", data=spec, value=value, baseline_value=base,
                    higher_is_better=False, drop=value / base - 1.0, samples=len(windows),
                    detail=f"{len(windows)} windows of {window} tokens from the held-out half, "
                           f"{tokenizer}")
+
+
+def _text_window(spec: str, session: Session) -> tuple[int, int | str]:
+    """(window length, vocabulary) of a language-model artifact: its fixed input length,
+    or for a generation artifact the length of its stored prompt."""
+    if "generation" in session.manifest:
+        prompt = session.reference_io()[0]["input_ids"]
+        return int(prompt.shape[1]), session.manifest["generation"]["vocab_size"]
+    inp, out = _single_io(session, spec)
+    if inp["dtype"] != "int64" or len(inp["shape"]) != 2 or not isinstance(inp["shape"][1], int):
+        raise UserError(f"--data {spec} needs a language-model artifact with fixed-length "
+                        f"int64 token input; {session.folder} takes {inp['dtype']}{inp['shape']}")
+    return inp["shape"][1], out["shape"][-1]
+
+
+def _logits_of(session: Session, spec: str):
+    """ids [n, window] -> logits [n, window, vocab]: one call, or a generation artifact's
+    prefill with an empty cache."""
+    if "generation" in session.manifest:
+        from ember.runtime.generation import prefill_logits
+
+        return lambda ids: prefill_logits(session, ids)
+    inp, out = _single_io(session, spec)
+    return lambda ids: session.run({inp["name"]: ids})[out["name"]]
 
 
 def _tokenize(text: str, session: Session, vocab: int | str) -> tuple[np.ndarray, str]:
