@@ -46,6 +46,15 @@ def _compile(folders, name: str, passes: list | None = None, **generate):
     return _COMPILED[key]
 
 
+def _prefill(folders):
+    """The same family's prefill-only artifact of the same length, compiled once."""
+    folder = folders / "llama-prefill"
+    if not folder.exists():
+        compile_model({"model": f"hf:{folders / 'llama'}", "example": {"tokens": 8},
+                       "output": str(folder)})
+    return folder
+
+
 def _hf_greedy(folder, prompt: list[int], new_tokens: int) -> list[int]:
     """transformers' own greedy generate, stopping at the model's end-of-sequence id."""
     lm = tf.AutoModelForCausalLM.from_pretrained(folder).eval()
@@ -175,18 +184,16 @@ def test_bench_reports_time_to_first_token_decode_speed_memory_and_agreement(fol
     assert "## Generation" in markdown and "time to first token" in markdown
 
 
-def test_a_generation_graph_counts_the_macs_of_its_prefill(tmp_path):
+def test_a_generation_graph_counts_the_macs_of_its_prefill(folders):
     """The op report of a decode graph sizes its symbolic dims as the stored prompt's
     prefill (ONNX Runtime's symbolic shape inference follows the computed reshapes): every
     product is counted, and exactly as many MACs as the prefill artifact of that length."""
-    def totals(**extra):
-        out = compile_model({"model": "builtin:tiny-llama", "example": {"tokens": 16},
-                             "output": str(tmp_path / str(len(extra))), **extra})
-        return json.loads((out / "manifest.json").read_text())["ops"]["totals"]
+    def totals(folder) -> dict:
+        return json.loads((folder / "manifest.json").read_text())["ops"]["totals"]
 
-    generation, prefill = totals(generate={"verify_tokens": 2}), totals()
+    generation, prefill = totals(_compile(folders, "llama")), totals(_prefill(folders))
     assert generation["unknown_layers"] == prefill["unknown_layers"] == 0
-    assert generation["macs"] == prefill["macs"] == 1_507_328
+    assert generation["macs"] == prefill["macs"] > 0
 
 
 def test_perplexity_of_a_generation_artifact_is_its_prefill_artifacts(folders, tmp_path):
@@ -197,9 +204,7 @@ def test_perplexity_of_a_generation_artifact_is_its_prefill_artifacts(folders, t
     from ember.tools.bench.quality import _logits_of
 
     generation = rt.load(_compile(folders, "llama"))
-    prefill = rt.load(compile_model({"model": f"hf:{folders / 'llama'}",
-                                     "example": {"tokens": 8},
-                                     "output": str(tmp_path / "prefill")}))
+    prefill = rt.load(_prefill(folders))
     windows = np.random.default_rng(0).integers(0, 64, (4, 8))
     ours = metrics.perplexity(_logits_of(generation, "text:x"), windows)
     theirs = metrics.perplexity(_logits_of(prefill, "text:x"), windows)
