@@ -112,3 +112,27 @@ def test_new_key_never_overwrites(signed, capsys):
     _, key, _ = signed
     code, _, err = _ember(capsys, "sign", "--new-key", str(key))
     assert code == 2 and "does not overwrite keys" in err
+
+
+def test_pem_keys_as_openssl_writes_them_sign_and_verify(tiny_cnn_cpu, tmp_path):
+    """PKCS#8 private and SubjectPublicKeyInfo public PEM files (`openssl genpkey -algorithm
+    ed25519`, `openssl pkey -pubout`): a PEM public key once ended in an internal error
+    (the OpenSSH loader, tried first, raises UnsupportedAlgorithm on PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from ember.tools.cli.sign import sign_artifact
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (tmp_path / "pub.pem").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    folder = tmp_path / "artifact"
+    shutil.copytree(tiny_cnn_cpu, folder)
+    signer = sign_artifact(folder, tmp_path / "key.pem")
+    assert rt.load(folder, trusted_key=tmp_path / "pub.pem") is not None
+    assert signer.startswith("SHA256:")
+    with pytest.raises(UserError, match="is a private key"):
+        rt.load(folder, trusted_key=tmp_path / "key.pem")
