@@ -26,7 +26,7 @@ from ember.compiler.pipeline import PassRecord, pass_tolerance, run_passes
 from ember.compiler.probe import Probe, find_probe, is_degenerate
 from ember.compiler.provenance import tool_versions
 from ember.compiler.reference_noise import NOISE_FACTOR, reference_error
-from ember.compiler.verify import verify_artifact, verify_probe
+from ember.compiler.verify import load_artifact, verify_artifact, verify_probe
 from ember.compiler.verify_generation import verify_generation
 from ember.errors import (
     ConfigError,
@@ -362,8 +362,9 @@ def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder:
     if not config.verify.enabled:
         return {"status": "skipped", "reason": "disabled (--no-verify)", "tolerance": tolerance}
     with progress.stage("verifying against the reference"):
-        result = verify_artifact(folder, prepared.loaded.inputs, prepared.reference_outputs,
-                                 checked, payload.verify_device)
+        session = load_artifact(folder, payload.verify_device)
+        result = verify_artifact(session, prepared.loaded.inputs, prepared.reference_outputs,
+                                 checked)
     if payload.verify_device is not None:
         result["device"] = payload.verify_device
     if prepared.onnxruntime_failure:
@@ -374,15 +375,15 @@ def _verify(prepared: Prepared, config: CompileConfig, executable: bool, folder:
         probe = prepared.probe
         probe_tolerance = checked if isinstance(probe, str) else _with_precision(
             prepared.tolerance, payload.precision, probe.outputs, config)
-        result["probe"] = verify_probe(folder, probe, probe_tolerance, payload.verify_device)
+        result["probe"] = verify_probe(session, probe, probe_tolerance)
     layers = _verify_integer_layers(prepared, progress)
     if layers is not None:
         result["integer_layers"] = layers
     if prepared.generation is not None:
         with progress.stage("verifying decode steps against the torch model's generate"):
             result["generation"] = verify_generation(
-                folder, prepared.generation, checked, exact=prepared.tolerance.atol <
-                EXACT_CLASS_ATOL and payload.precision is None, device=payload.verify_device)
+                session, prepared.generation, checked, exact=prepared.tolerance.atol <
+                EXACT_CLASS_ATOL and payload.precision is None)
     return result
 
 
@@ -409,7 +410,7 @@ def _verify_golden(prepared: Prepared, config: CompileConfig, folder: Path, prog
         return {"status": "skipped", "reason": "disabled (--no-verify)",
                 "tolerance": {"atol": 0.0, "rtol": 0.0}}
     with progress.stage("verifying against the integer golden model"):
-        result = verify_artifact(folder, prepared.loaded.inputs, golden, exact)
+        result = verify_artifact(load_artifact(folder), prepared.loaded.inputs, golden, exact)
     if result["status"] != "passed":
         raise VerificationError(f"verification failed against the golden model: "
                                 f"{describe_failure(result)}")

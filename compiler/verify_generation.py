@@ -11,8 +11,7 @@ and every step's logits; lossy ones (spiking, integer) report both.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,13 +19,15 @@ from ember.compiler.generation import GenerationReference
 from ember.errors import VerificationError
 from ember.runtime.compare import Tolerance, compare_outputs
 
+if TYPE_CHECKING:
+    from ember.runtime.session import Session
 
-def verify_generation(folder: Path, reference: GenerationReference, tolerance: Tolerance,
-                      exact: bool, device: str | None = None) -> dict[str, Any]:
-    import ember.runtime as rt
+
+def verify_generation(session: Session, reference: GenerationReference, tolerance: Tolerance,
+                      exact: bool) -> dict[str, Any]:
     from ember.runtime.generation import KVDecoder
 
-    decoder = KVDecoder(rt.load(folder, device=device))
+    decoder = KVDecoder(session)
     steps = [decoder.feed(reference.prompt)[0]]
     steps += [decoder.feed(np.array([[token]], np.int64))[0] for token in reference.tokens[:-1]]
     chosen = [int(np.argmax(logits)) for logits in steps]
