@@ -184,8 +184,9 @@ def build(prepared: Prepared, output: str | Path, *, target: str | None = None,
 
 def _compile_payload(spec: Any, prepared: Prepared, folder: Path, config: CompileConfig,
                      progress: Progress) -> Any:
+    generation = prepared.generation.info if prepared.generation else None
     source = ModuleSource(prepared.onnx_model, prepared.model, prepared.loaded.inputs,
-                          prepared.loaded.output_names, prepared.loaded.calibration)
+                          prepared.loaded.output_names, prepared.loaded.calibration, generation)
     return spec.compile(source, folder, config.target_options, progress)
 
 

@@ -1,6 +1,8 @@
 """Text generation over a generation artifact: prefill, then one-token decode steps that
 carry the KV cache from each call's `present.*` outputs to the next call's `past.*`
-inputs (the graph's layout is in compiler/models/decoding.py).
+inputs (the graph's layout is in compiler/models/decoding.py). An engine that keeps a cache
+of its own (`tvm`: a static cache, runtime/engines/tvm_cache.py) is fed the new tokens
+only, one cache per sequence.
 
     sess = rt.load("out/smollm2-gen")
     ids = sess.generate(prompt_ids, max_new_tokens=64)              # greedy: list of ids
@@ -67,6 +69,10 @@ class KVDecoder:
         self._cache = empty_cache(session, batch)
         self._mask = np.zeros((batch, 0), np.int64)
         self.length = 0
+        # engines with a cache of their own (tvm's static one) keep it across calls
+        open_cache = getattr(session.engine, "open_cache", None)
+        self._rows = [open_cache() for _ in range(batch)] \
+            if open_cache and getattr(session.engine, "cache_layout", None) else None
 
     def feed(self, ids: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Run `ids` ([batch, t] int64; `mask` 0 where they are padding) after what was fed
@@ -75,6 +81,10 @@ class KVDecoder:
             raise InputError(f"{self.length + ids.shape[1]} tokens exceed the artifact's "
                              f"max_length {self.info.max_length}")
         new = np.ones_like(ids) if mask is None else mask
+        if self._rows is not None:
+            self.length += ids.shape[1]
+            return np.stack([row.feed(i, m)[-1] for row, i, m in
+                             zip(self._rows, ids, new.astype(np.int64), strict=True)])
         self._mask = np.concatenate([self._mask, new.astype(np.int64)], axis=1)
         outputs = self.session.run({"input_ids": ids, MASK: self._mask, **self._cache})
         self._cache = {past: outputs[present] for past, present in

@@ -46,6 +46,9 @@ class ModuleSource:
     inputs: dict[str, np.ndarray]
     output_names: list[str]
     calibration: dict[str, np.ndarray] | None = None
+    #: generation graphs (--generate): the manifest's generation block (max_length, cache
+    #: names and shape); None for every other model
+    generation: dict[str, Any] | None = None
 
 
 class Target(Protocol):

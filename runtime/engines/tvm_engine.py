@@ -53,8 +53,6 @@ class TvmEngine:
     def __init__(self, folder: Path, manifest: dict[str, Any], *, threads: int | None = None,
                  device: str | None = None) -> None:  # device: runs on the host CPU
         tvm, relax = import_tvm()
-        from safetensors.numpy import load_file
-
         # TVM sizes its thread pool from TVM_NUM_THREADS when the pool first starts, and
         # otherwise counts physical cores only (1 of 2 here): use every core we may run on,
         # as ONNX Runtime does, unless the caller or the environment says otherwise
@@ -62,30 +60,80 @@ class TvmEngine:
             os.environ["TVM_NUM_THREADS"] = str(threads or usable_cores())
         info = manifest["target_info"]
         self.device = tvm.cpu()
-        library = tvm.runtime.load_module(str(payload_path(folder, manifest, info.get("library"))))
-        self.vm = relax.VirtualMachine(library, self.device)
-        names = info.get("param_names") or []
-        arrays = load_file(str(payload_path(folder, manifest, info.get("params_file")))) if names \
-            else {}
-        missing = [n for n in names if n not in arrays]
-        if missing:
-            raise ArtifactError(f"{folder}: weight {missing[0]!r} is missing from the params file")
-        self.params = [tvm.runtime.tensor(arrays[n], self.device) for n in names]
-        if info.get("transform_params"):  # weight layouts prepared once, not on every call
-            self.params = list(self.vm["main_transform_params"](self.params))
-        self.main = self.vm["main"]
+        libraries = info["functions"] if "functions" in info else \
+            {"main": {"library": info.get("library"), "param_names": info.get("param_names")}}
+        # each library is its own VM whose `main` is the function (a generation artifact has
+        # `decode` and `prefill`)
+        self.vms = {name: relax.VirtualMachine(tvm.runtime.load_module(
+            str(payload_path(folder, manifest, spec.get("library")))), self.device)
+            for name, spec in libraries.items()}
+        self.vm = next(iter(self.vms.values()))
+        self.params = self._load_params(
+            folder, manifest, {name: spec.get("param_names") or []
+                               for name, spec in libraries.items()},
+            bool(info.get("transform_params")))
+        self.functions = {name: vm["main"] for name, vm in self.vms.items()}
         self.tensor = tvm.runtime.tensor
         self.from_dlpack = tvm.runtime.from_dlpack
         self.lock = threading.Lock()
+        self.cache_layout = _cache_layout(manifest) if "functions" in info else None
+
+    def _load_params(self, folder: Path, manifest: dict[str, Any],
+                     functions: dict[str, list[str]], transform: bool) -> dict[str, list[Any]]:
+        """Each function's weights in call order (a weight two functions share is loaded
+        once), with their layouts prepared once where the build lifted that work out."""
+        import tvm
+        from safetensors import safe_open
+
+        info = manifest["target_info"]
+        wanted = sorted({n for names in functions.values() for n in names})
+        tensors = {}
+        if wanted:
+            # one weight at a time: the numpy copy of each is dropped once TVM holds it, so
+            # the peak is the weights once, not twice
+            path = payload_path(folder, manifest, info.get("params_file"))
+            with safe_open(str(path), "numpy") as stored:
+                present = set(stored.keys())
+                missing = [n for n in wanted if n not in present]
+                if missing:
+                    raise ArtifactError(f"{folder}: weight {missing[0]!r} is missing from the "
+                                        "params file")
+                for name in wanted:
+                    tensors[name] = tvm.runtime.tensor(stored.get_tensor(name), self.device)
+        params = {}
+        for name, names in functions.items():
+            params[name] = [tensors[n] for n in names]
+            if transform:  # weight layouts prepared once, not on every call
+                params[name] = list(self.vms[name]["main_transform_params"](params[name]))
+        return params
 
     def run(self, inputs: list[np.ndarray]) -> list[np.ndarray]:
+        if self.cache_layout is not None:  # a generation artifact: through static caches
+            from ember.runtime.engines.tvm_cache import run_with_caches
+
+            return run_with_caches(self, inputs)
         # through DLPack both ways: TVM's own numpy conversions cost 17 us per input and 7 us
         # per output, a quarter of the digits CNN's 0.13 ms call at batch 1
+        return self.call_function("main", inputs)
+
+    def call_function(self, name: str, inputs: list[np.ndarray], tensors: list[Any] = ()
+                      ) -> list[np.ndarray]:
+        """Run the library's function `name` on `inputs` (numpy) and `tensors` (TVM's,
+        passed as they are), then its weights; its outputs as numpy copies."""
         args = [self._as_tensor(x) for x in inputs]
         with self.lock:
-            result = self.main(*args, *self.params)
+            result = self.functions[name](*args, *tensors, *self.params[name])
         single = hasattr(result, "shape") or isinstance(result, tuple)  # a tensor or a shape
         return [_to_numpy(item) for item in ([result] if single else list(result))]
+
+    def open_cache(self) -> Any:
+        """A static KV cache for one sequence (generation artifacts only)."""
+        from ember.runtime.engines.tvm_cache import StaticCache
+
+        return StaticCache(self)
+
+    def aligned(self, x: np.ndarray) -> np.ndarray:
+        return _aligned_copy(x)
 
     def _as_tensor(self, x: np.ndarray) -> Any:
         """A zero-copy view of `x` when TVM accepts one (C-contiguous, 64-byte aligned),
@@ -110,6 +158,20 @@ def _to_numpy(tensor: Any) -> np.ndarray:
         return np.from_dlpack(tensor).copy()
     except (TypeError, BufferError, RuntimeError):  # a dtype DLPack cannot carry to numpy
         return tensor.numpy()
+
+
+def _cache_layout(manifest: dict[str, Any]) -> Any:
+    from ember.runtime.engines.tvm_cache import CacheLayout
+
+    info, generation = manifest["target_info"], manifest.get("generation") or {}
+    try:
+        return CacheLayout(slots=int(info["cache_slots"]), layers=int(generation["layers"]),
+                           kv_heads=int(generation["kv_heads"]),
+                           head_dim=int(generation["head_dim"]),
+                           chunk=int(info["functions"].get("prefill", {"tokens": 1})["tokens"]))
+    except (KeyError, TypeError, ValueError):
+        raise ArtifactError("the manifest of this tvm generation artifact lacks its cache "
+                            "layout (cache_slots, generation layers/kv_heads/head_dim)") from None
 
 
 def _aligned_copy(x: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEDULE_VERSION = "ember-cpu-4"  # recorded in manifests; bump when the rules change
+SCHEDULE_VERSION = "ember-cpu-5"  # recorded in manifests; bump when the rules change
 MAX_VECTORS_PER_TILE = 4
 ROW_TILES = (4, 2, 1)
 # vector registers a micro-kernel's accumulators may take: half the file (AVX-512 has 32,
@@ -51,7 +51,7 @@ def schedule_rules(vector_bytes: int) -> list[Any]:
     from tvm.s_tir import dlight
 
     return [Contraction(vector_bytes), Guarded(dlight.cpu.GEMV()),
-            Guarded(dlight.cpu.Reduction()), Spatial(vector_bytes)]
+            Guarded(RowsOnly(dlight.cpu.Reduction())), Spatial(vector_bytes)]
 
 
 def front_passes(target: Any, fast_math: bool = True, layout: bool = True) -> list[Any]:
@@ -101,6 +101,43 @@ class Guarded:
             return self.rule.apply(func, target, tunable)
         except Exception:  # TVM's schedule primitives raise their own error kinds
             return None
+
+
+class RowsOnly:
+    """DLight's CPU reduction rule, kept off reductions of a single row.
+
+    With one row (RMSNorm of one decode token: [1, 1, 576] -> [1, 1, 1]) it computes the
+    reduction inside its consumer's parallel loop over the 576 outputs, so every output
+    sums the whole row again (576x the work, 141 us instead of about 1 us per norm in
+    SmolLM2's decode step). Such a function goes to the next rule (Spatial)."""
+
+    def __init__(self, rule: Any) -> None:
+        self.rule = rule
+
+    def apply(self, func: Any, target: Any, tunable: bool) -> Any:
+        from tvm import s_tir, tirx
+
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        reductions = [b for b in _root_blocks(sch) if "R" in _iter_kinds(sch, b)]
+        if reductions and all(_rows(sch, b) == 1 for b in reductions):
+            return None
+        return self.rule.apply(func, target, tunable)
+
+
+def _rows(sch: Any, block: Any) -> int | None:
+    """The number of outputs a reduction block computes (its spatial iteration space)."""
+    from tvm import tirx
+
+    rows = 1
+    for iv in sch.get(block).iter_vars:
+        if iv.iter_type == tirx.IterVar.DataPar:
+            extent = iv.dom.extent
+            if not isinstance(extent, tirx.IntImm):
+                return None
+            rows *= int(extent)
+    return rows
 
 
 class _Rule:
@@ -346,9 +383,16 @@ class Spatial(_Rule):
                 sch.vectorize(inner)
                 sch.parallel(outer)
                 return True
-            sch.parallel(fused)
+            _parallel(sch, fused)
             return True
         if len(spatial) > 0:  # a reduction: parallel over its output rows
-            sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
+            _parallel(sch, sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
             return True
         return False
+
+
+def _parallel(sch: Any, loop: Any) -> None:
+    """Parallel unless the loop runs once (a thread-pool launch per call of a scalar step
+    costs more than the step: decode graphs have dozens)."""
+    if _extent(sch, loop) != 1:
+        sch.parallel(loop)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.errors import UnsupportedModelError, first_line
-from ember.progress import Progress
+from ember.progress import QUIET, Progress
 from ember.targets.base import ModuleSource, Payload, check_known_options
 from ember.targets.host import cpu_features, cpu_name
 from ember.targets.tvm.apply_tuning import use_tuning
@@ -32,8 +32,13 @@ from ember.targets.tvm.schedules import (
 )
 from ember.targets.tvm.sfc.relax_import import sfc_converters
 from ember.targets.tvm.sfc.rewrite import MODES as SFC_MODES
+from ember.targets.tvm.static_cache import static_variant
 
 LIBRARY = "model.so"
+#: prompt tokens per prefill call of a generation artifact (measured: BENCHMARKS.md)
+PREFILL_CHUNK = 32
+#: static caches longer than this get a warning: each step's attention costs all of them
+LONG_CACHE = 512
 PARAMS = "params.safetensors"
 
 
@@ -43,7 +48,7 @@ class TvmTarget:
     executable = True
     options = {"mcpu": str, "opt_level": int, "schedule": str, "tune_trials": int,
                "tune_minutes": float, "tuning": bool, "vnni": bool, "sfc": str,
-               "fast_math": bool}
+               "fast_math": bool, "prefill_chunk": int}
     schedules = ("ember", "none")  # ember's CPU schedule rules, or TVM's unscheduled lowering
 
     def available(self) -> tuple[bool, str]:
@@ -63,6 +68,8 @@ class TvmTarget:
         if options.get("sfc", "auto") not in SFC_MODES:
             raise ValueError(f"target option 'sfc' must be one of {', '.join(SFC_MODES)}")
         _check_tuning_options(options)
+        if options.get("prefill_chunk", 1) < 1:
+            raise ValueError("target option 'prefill_chunk' must be a positive integer")
         if "mcpu" in options and importlib.util.find_spec("tvm") is not None:
             from ember.runtime.engines.tvm_engine import import_tvm
 
@@ -75,15 +82,15 @@ class TvmTarget:
         (the build itself is not tried: it takes seconds to minutes)."""
         from ember.runtime.engines.tvm_engine import import_tvm
 
-        declined = unsupported_by_importer(source.onnx_model)
-        if declined:
-            return f"TVM's ONNX importer cannot express {declined}"
         _, relax = import_tvm()
-        prepared = prepare_for_tvm(source.onnx_model)
-        try:
-            _import(prepared.model, relax)
-        except UnsupportedModelError as exc:
-            return str(exc)
+        for graph in _graphs(source, {}, QUIET).values():
+            declined = unsupported_by_importer(graph)
+            if declined:
+                return f"TVM's ONNX importer cannot express {declined}"
+            try:
+                _import(prepare_for_tvm(graph).model, relax)
+            except UnsupportedModelError as exc:
+                return str(exc)
         return None
 
     def compile(self, source: ModuleSource, out_dir: Path, options: dict[str, Any],
@@ -98,24 +105,31 @@ class TvmTarget:
         vector_bytes = _vector_bytes(tvm, target)
         tile = MAX_VECTORS_PER_TILE * (vector_bytes // 4)  # fp32 lanes x vectors per tile
         lanes = vector_bytes // 4
-        declined = unsupported_by_importer(source.onnx_model)
-        if declined:
-            raise UnsupportedModelError(f"TVM's ONNX importer cannot express {declined}")
-        prepared = prepare_for_tvm(source.onnx_model, pack_tile=tile if scheduled else None,
-                                   lanes=lanes if scheduled else None,
-                                   sfc=options.get("sfc", "auto"))
-        with progress.stage("importing ONNX into Relax"), sfc_converters(lanes):
-            mod, param_names, params = _import(prepared.model, relax)
-        vnni = scheduled and options.get("vnni", True) and has_vnni(tvm, target)
-        mod, int8_products = lower_int8_matmuls(mod) if vnni else (mod, 0)
-        tuning, layout = _build(tvm, mod, target, vector_bytes, options, out_dir / LIBRARY,
-                                progress, _has_convolutions(prepared.model))
-        files = [LIBRARY]
-        if param_names:
-            save_file(dict(zip(param_names, params, strict=True)), str(out_dir / PARAMS))
+        params: dict[str, Any] = {}
+        functions: dict[str, dict[str, Any]] = {}
+        for name, graph in _graphs(source, options, progress).items():
+            declined = unsupported_by_importer(graph)
+            if declined:
+                raise UnsupportedModelError(f"TVM's ONNX importer cannot express {declined}")
+            prepared = prepare_for_tvm(graph, pack_tile=tile if scheduled else None,
+                                       lanes=lanes if scheduled else None,
+                                       sfc=options.get("sfc", "auto"))
+            with progress.stage(f"importing ONNX into Relax{_part(name)}"), \
+                    sfc_converters(lanes):
+                mod, param_names, arrays = _import(prepared.model, relax)
+            vnni = scheduled and options.get("vnni", True) and has_vnni(tvm, target)
+            mod, int8_products = lower_int8_matmuls(mod) if vnni else (mod, 0)
+            library = LIBRARY if name == "main" else f"{name}.so"
+            tuning, layout = _build(tvm, mod, target, vector_bytes, options, out_dir / library,
+                                    progress, _has_convolutions(prepared.model))
+            functions[name] = {"library": library,
+                               "param_names": shared_params(params, name, param_names, arrays)}
+        files = [f["library"] for f in functions.values()]
+        if params:
+            save_file(params, str(out_dir / PARAMS))
             files.append(PARAMS)
         info = {
-            "library": LIBRARY, "params_file": PARAMS, "param_names": param_names,
+            "params_file": PARAMS, **_function_info(functions, source, options),
             "tvm_target": str(target), "tvm": tvm.__version__, "host_cpu": cpu_name(),
             "cpu_features": cpu_features(), "opt_level": options.get("opt_level", 3),
             "transform_params": scheduled,  # run main_transform_params once at load
@@ -130,6 +144,70 @@ class TvmTarget:
                          "importer_fixes": prepared.importer_fixes},
         }
         return Payload(format="tvm", files=files, info=info)
+
+
+def _graphs(source: ModuleSource, options: dict[str, Any], progress: Progress
+            ) -> dict[str, Any]:
+    """The graphs to build, by function name: `main`, or for a generation graph its fixed-shape
+    `decode` and `prefill` variants over a static cache of max_length slots
+    (targets/tvm/static_cache.py; a prefill_chunk of 1 leaves decode alone)."""
+    if source.generation is None:
+        return {"main": source.onnx_model}
+    slots = source.generation["max_length"]
+    chunk = min(options.get("prefill_chunk", PREFILL_CHUNK), slots)
+    if slots > LONG_CACHE:
+        progress.warn(f"tvm: every decode step attends over all {slots} cache positions "
+                      f"(max_length); SmolLM2 decodes 2.2x slower at 1024 than at 256: "
+                      f"give --max-length near what you generate")
+    graphs = {}
+    with progress.stage(f"fixing the generation graph's shapes (a static cache of {slots} "
+                        f"positions, prefill in chunks of {chunk})"):
+        for name, tokens in (("decode", 1), ("prefill", chunk)):
+            if name == "decode" or tokens > 1:
+                graphs[name] = static_variant(source.onnx_model, source.generation, tokens,
+                                              slots)
+    return graphs
+
+
+def shared_params(params: dict[str, Any], function: str, names: list[str],
+                  arrays: list[Any]) -> list[str]:
+    """Add one function's weights to `params` (the params file), each value stored once
+    (the variants of one graph share every weight, under names that folding may have
+    changed); returns the function's keys in call order."""
+    import hashlib
+
+    stored = {_fingerprint(hashlib, array): key for key, array in params.items()}
+    keys = []
+    for name, array in zip(names, arrays, strict=True):
+        key = stored.get(_fingerprint(hashlib, array))
+        if key is None:
+            key = name if name not in params else f"{function}:{name}"
+            params[key] = array
+            stored[_fingerprint(hashlib, array)] = key
+        keys.append(key)
+    return keys
+
+
+def _fingerprint(hashlib: Any, array: Any) -> tuple[Any, ...]:
+    return array.shape, str(array.dtype), hashlib.sha256(array.tobytes()).digest()
+
+
+def _part(name: str) -> str:
+    return "" if name == "main" else f" ({name})"
+
+
+def _function_info(functions: dict[str, dict[str, Any]], source: ModuleSource,
+                   options: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's record of the libraries: one `library` and its `param_names`, or for
+    a generation artifact one library per function (each its own `main`) over the static
+    cache of `cache_slots` positions, with the tokens each call takes."""
+    if source.generation is None:
+        return functions["main"]
+    slots = source.generation["max_length"]
+    chunk = min(options.get("prefill_chunk", PREFILL_CHUNK), slots)
+    return {"cache_slots": slots,
+            "functions": {name: {**spec, "tokens": 1 if name == "decode" else chunk}
+                          for name, spec in functions.items()}}
 
 
 def _build(tvm, mod, target, vector_bytes: int, options: dict[str, Any], library: Path,

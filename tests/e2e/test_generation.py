@@ -35,12 +35,14 @@ def folders(tmp_path_factory):
 _COMPILED: dict[str, object] = {}
 
 
-def _compile(folders, name: str, passes: list | None = None, **generate):
+def _compile(folders, name: str, passes: list | None = None, target: str = "cpu",
+             options: dict | None = None, **generate):
     """The artifact for these settings, compiled once per module."""
-    key = json.dumps([str(folders), name, passes, generate], sort_keys=True)
+    key = json.dumps([str(folders), name, passes, target, options, generate], sort_keys=True)
     if key not in _COMPILED:
         _COMPILED[key] = compile_model(
             {"model": f"hf:{folders / name}", "example": {"tokens": 8}, "passes": passes or [],
+             "target": target, "target_options": options or {},
              "generate": {"verify_tokens": 8, **generate},
              "output": str(folders / f"{name}-{len(_COMPILED)}-gen")})
     return _COMPILED[key]
@@ -152,7 +154,7 @@ def test_generation_stops_at_max_length(folders):
 @pytest.mark.parametrize("config, error, message", [
     ({"model": "builtin:tiny-cnn", "example": {"shape": [1, 3, 16, 16]}}, UnsupportedModelError,
      "need a causal language model"),
-    ({"model": "builtin:tiny-llama", "target": "tvm"}, ConfigError,
+    ({"model": "builtin:tiny-llama", "target": "gpu"}, ConfigError,
      "does not build generation artifacts yet"),
     ({"model": "builtin:tiny-llama", "example": {"tokens": 250}}, ConfigError,
      "exceed max_length 256"),

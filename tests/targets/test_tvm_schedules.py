@@ -234,3 +234,30 @@ def test_portable_baseline_and_unknown_cpu(tmp_path):
         ember.compile({"model": "builtin:tiny-cnn", "target": "tvm",
                        "target_options": {"mcpu": "pentium-9000"}, "output": str(tmp_path / "q")})
     assert not (tmp_path / "q").exists()
+
+
+@pytest.mark.parametrize("rows", [1, 4])
+def test_a_norm_sums_each_row_once(rows):
+    """RMSNorm of one decode token: DLight's reduction rule put the row's sum inside the
+    parallel loop over its 576 outputs (each output summed the row again: 576x the work,
+    and every thread writing one accumulator). One row now sums once, outside any parallel
+    loop; several rows keep DLight's schedule (parallel over rows)."""
+    import tvm
+    from tvm import s_tir, te, tirx
+    from tvm.s_tir import dlight
+
+    from ember.targets.tvm.schedules import schedule_rules
+
+    x = te.placeholder((1, rows, 576), "float32", name="x")
+    k = te.reduce_axis((0, 576), name="k")
+    total = te.compute((1, rows, 1), lambda b, i, j: te.sum(x[b, i, k] * x[b, i, k], axis=k),
+                       name="total")
+    y = te.compute(x.shape, lambda b, i, j: x[b, i, j] / te.sqrt(total[b, i, 0] / 576.0 + 1e-5),
+                   name="y")
+    with tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"}):
+        mod = dlight.ApplyDefaultSchedule(*schedule_rules(32))(
+            tvm.IRModule({"main": te.create_prim_func([x, y])}))
+    sch = s_tir.Schedule(mod)
+    loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock("total"))]
+    parallel = [int(loop.extent) for loop in loops if loop.kind == tirx.ForKind.PARALLEL]
+    assert parallel == ([] if rows == 1 else [rows])

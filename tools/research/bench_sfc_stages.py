@@ -40,8 +40,8 @@ def stage_times(folder: Path, shape: tuple[int, ...], algorithm: str
 
     session = rt.load(folder)  # sets the thread pool as for a run
     engine = session.engine
-    packed = next(p for p in engine.params if len(p.shape) == 4)  # Up (P, K/kt, C, kt)
-    bias = [p for p in engine.params if len(p.shape) == 1]
+    packed = next(p for p in engine.params["main"] if len(p.shape) == 4)  # Up (P, K/kt, C, kt)
+    bias = [p for p in engine.params["main"] if len(p.shape) == 1]
     slots, columns, channels, kt = (int(d) for d in packed.shape)
     library = tvm.runtime.load_module(str(folder / "model.so"))
     kernel = [library.get_function(name, query_imports=True) for name in STAGES]

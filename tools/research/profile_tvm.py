@@ -14,6 +14,7 @@ import sys
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import ember.runtime as rt
 from ember.errors import ArtifactError, UserError
@@ -28,10 +29,11 @@ def profile(folder: Path, rounds: int = 5) -> tuple[float, list[tuple[float, int
     if not hasattr(engine, "vm"):
         raise ArtifactError(f"{folder} is not a tvm artifact (its target is "
                             f"{session.manifest.get('target', '?')})")
-    inputs, _ = session.reference_io()
-    args = [tvm.runtime.tensor(value) for value in inputs.values()]
+    name, args = _call_of(session, tvm)
+    function = engine.functions[name]
+    args = [*args, *engine.params[name]]
     for _ in range(3):
-        engine.main(*args, *engine.params)
+        function(*args)
     spent: dict[str, list[float]] = defaultdict(list)
     started: dict[str, float] = {}
 
@@ -42,15 +44,33 @@ def profile(folder: Path, rounds: int = 5) -> tuple[float, list[tuple[float, int
             spent[name].append(time.perf_counter() - started[name])
         return 0  # VMInstrumentReturnKind.NO_OP: run the call as usual
 
-    engine.vm.set_instrument(instrument)
+    engine.vms[name].set_instrument(instrument)
     start = time.perf_counter()
     for _ in range(rounds):
-        engine.main(*args, *engine.params)
+        function(*args)
     total = (time.perf_counter() - start) / rounds * 1e3
-    engine.vm.set_instrument(None)
+    engine.vms[name].set_instrument(None)
     rows = sorted(((sum(t) / rounds * 1e3, len(t) // rounds, name) for name, t in spent.items()),
                   reverse=True)
     return total, rows
+
+
+def _call_of(session: Any, tvm: Any) -> tuple[str, list[Any]]:
+    """The function to profile and its inputs: `main` on the stored reference inputs, or for
+    a generation artifact one decode step after its stored prompt."""
+    import numpy as np
+
+    inputs, _ = session.reference_io()
+    engine = session.engine
+    if engine.cache_layout is None:
+        return "main", [tvm.runtime.tensor(value) for value in inputs.values()]
+    cache = engine.open_cache()
+    prompt = inputs["input_ids"][0]
+    cache.feed(prompt, np.ones_like(prompt))
+    mask = np.zeros((1, cache.layout.slots + 1), np.int64)
+    mask[0, :cache.length] = mask[0, -1] = 1
+    ids = np.array([[int(prompt[-1])]], np.int64)
+    return "decode", [tvm.runtime.tensor(ids), tvm.runtime.tensor(mask), *cache.views]
 
 
 def main(argv: list[str]) -> int:

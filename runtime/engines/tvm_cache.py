@@ -1,0 +1,115 @@
+"""The static KV cache of a `tvm` generation artifact: one sequence's keys and values in
+`slots` positions, fed through the artifact's fixed-shape `decode` and `prefill` functions
+(targets/tvm/static_cache.py builds them).
+
+    cache = StaticCache(engine)
+    logits = cache.feed(ids, mask)        # [t] ids, [t] mask -> [t, vocab]
+
+The cache lives in 64-byte aligned numpy arrays that the functions read in place (DLPack
+views, no copies per call). A call passes the mask of all `slots` positions plus its own
+tokens, so unwritten slots (mask 0) are padding to the graph; it returns its tokens' keys
+and values, which are written into the next free slots. A prompt runs `chunk` tokens a call
+(the last call padded, mask 0, its padding's keys and values dropped), decode steps one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ember.errors import InputError
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """What the artifact's manifest says of its cache and functions."""
+
+    slots: int
+    layers: int
+    kv_heads: int
+    head_dim: int
+    chunk: int  # tokens per prefill call; 1: the artifact has no prefill function
+
+
+class StaticCache:
+    """One sequence's cache and mask, and the positions used so far (module doc)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        layout = engine.cache_layout
+        self.layout = layout
+        shape = (1, layout.kv_heads, layout.slots, layout.head_dim)
+        self.arrays = [engine.aligned(np.zeros(shape, np.float32))
+                       for _ in range(2 * layout.layers)]
+        self.views = [engine.from_dlpack(a) for a in self.arrays]
+        self.mask = np.zeros(layout.slots, np.int64)
+        self.length = 0
+
+    def load(self, past: list[np.ndarray], mask: np.ndarray) -> None:
+        """Start from a given cache: `past` [kv, p, head_dim] per key and value, `mask` [p]."""
+        used = mask.shape[0]
+        self._check_room(used)
+        for array, values in zip(self.arrays, past, strict=True):
+            array[0, :, :used] = values
+        self.mask[:used] = mask
+        self.length = used
+
+    def contents(self) -> list[np.ndarray]:
+        """The cache so far, [kv, length, head_dim] per key and value (copies)."""
+        return [a[0, :, :self.length].copy() for a in self.arrays]
+
+    def feed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Run `ids` ([t]; `mask` [t], 0 for padding) after the cached positions; every
+        position's logits, [t, vocab]."""
+        self._check_room(ids.shape[0])
+        logits, start = [], 0
+        while start < ids.shape[0]:
+            tokens = 1 if ids.shape[0] - start == 1 or self.layout.chunk == 1 \
+                else self.layout.chunk
+            count = min(tokens, ids.shape[0] - start)
+            logits.append(self._call(ids[start:start + count], mask[start:start + count],
+                                     tokens))
+            start += count
+        return np.concatenate(logits)
+
+    def _call(self, ids: np.ndarray, mask: np.ndarray, tokens: int) -> np.ndarray:
+        """One call of the `tokens`-token function on `ids` (padded up to `tokens`)."""
+        count = ids.shape[0]
+        padded_ids = np.zeros((1, tokens), np.int64)
+        padded_ids[0, :count] = ids
+        full_mask = np.zeros((1, self.layout.slots + tokens), np.int64)
+        full_mask[0, :self.layout.slots] = self.mask
+        full_mask[0, self.layout.slots:self.layout.slots + count] = mask
+        outputs = self.engine.call_function("decode" if tokens == 1 else "prefill",
+                                            [padded_ids, full_mask], self.views)
+        end = self.length + count
+        for array, new in zip(self.arrays, outputs[1:], strict=True):
+            array[0, :, self.length:end] = new[0, :, :count]
+        self.mask[self.length:end] = mask
+        self.length = end
+        return outputs[0][0, :count]
+
+    def _check_room(self, tokens: int) -> None:
+        if self.length + tokens > self.layout.slots:
+            raise InputError(f"{self.length + tokens} positions exceed the artifact's cache "
+                             f"of {self.layout.slots} (its max_length)")
+
+
+def run_with_caches(engine: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The generation graph's contract over static caches: (input_ids [b, t], attention_mask
+    [b, p + t], past [b, kv, p, hd] ...) -> (logits [b, t, vocab], present [b, kv, p + t, hd]
+    ...), one sequence at a time, each through a cache loaded with its past."""
+    ids, mask, past = inputs[0], inputs[1], inputs[2:]
+    used = past[0].shape[2]
+    if mask.shape != (ids.shape[0], used + ids.shape[1]):
+        raise InputError(f"attention_mask must be [batch, past + tokens] = "
+                         f"{[ids.shape[0], used + ids.shape[1]]}, got {list(mask.shape)}")
+    logits, presents = [], []
+    for row in range(ids.shape[0]):
+        cache = StaticCache(engine)
+        cache.load([p[row] for p in past], mask[row, :used])
+        logits.append(cache.feed(ids[row], mask[row, used:]))
+        presents.append(cache.contents())
+    return [np.stack(logits), *(np.stack(kv) for kv in zip(*presents, strict=True))]

@@ -1,0 +1,96 @@
+"""Generation graphs for TVM: the decode graph at fixed shapes over a static KV cache.
+
+The generation graph (compiler/models/decoding.py) has symbolic batch, token, past and
+position dims; TVM 0.27's ONNX importer cannot take the shape arithmetic they leave in the
+graph (it fails on `Reshape` of a symbolic scalar such as `past + 1`). At fixed shapes every
+shape folds to a constant, so the graph imports and builds like a prefill graph. Two
+variants of it are built, both batch 1 over a cache of `slots` positions:
+
+    decode:  input_ids [1, 1],     attention_mask [1, slots + 1],     past [1, kv, slots, hd]
+    prefill: input_ids [1, chunk], attention_mask [1, slots + chunk], past [1, kv, slots, hd]
+
+and each returns only the keys and values of its own tokens, [1, kv, tokens, hd], which
+the runtime writes into its cache (runtime/engines/tvm_cache.py). Cache slots not yet
+written have mask 0: the graph's padding mask keeps attention off them and its position
+ids (cumsum(mask) - 1) count only the real tokens, so a static cache is the decode graph's
+own left padding. Every step attends over all `slots` positions: the cost of a fixed shape.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SYMBOLIC_DIMS = ("batch", "tokens", "past", "positions")  # compiler/generation.py names them
+INT64_MAX = 2**63 - 1
+
+
+def static_variant(model: Any, generation: dict[str, Any], tokens: int, slots: int) -> Any:
+    """A copy of the generation graph `model` at batch 1, `tokens` new tokens and a cache of
+    `slots` positions, returning its tokens' keys and values only, with every shape
+    computation folded."""
+    from onnxruntime.tools.onnx_model_utils import make_dim_param_fixed
+
+    from ember.passes.spike.onnx_lowering import copy_model
+
+    fixed = copy_model(model)
+    sizes = {"batch": 1, "tokens": tokens, "past": slots, "positions": slots + tokens}
+    for name, size in sizes.items():
+        make_dim_param_fixed(fixed.graph, name, size)
+    _new_positions_only(fixed, generation["present_outputs"], tokens)
+    _fix_output_shapes(fixed, generation, tokens)
+    return fold_constants(fixed)
+
+
+def _new_positions_only(model: Any, presents: list[str], tokens: int) -> None:
+    """Each present output becomes its last `tokens` positions (axis 2), in place."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    renamed = {name: f"{name}.all" for name in presents}
+    for node in graph.node:
+        node.output[:] = [renamed.get(o, o) for o in node.output]
+        node.input[:] = [renamed.get(i, i) for i in node.input]
+    bounds = {"start": -tokens, "end": INT64_MAX, "axis": 2}
+    for key, value in bounds.items():
+        graph.initializer.append(numpy_helper.from_array(np.array([value], np.int64),
+                                                         f"static_cache.{key}"))
+    graph.node.extend(helper.make_node(
+        "Slice", [renamed[name], "static_cache.start", "static_cache.end", "static_cache.axis"],
+        [name]) for name in presents)
+
+
+def _fix_output_shapes(model: Any, generation: dict[str, Any], tokens: int) -> None:
+    kv, head_dim = generation["kv_heads"], generation["head_dim"]
+    shapes = {"logits": [1, tokens, generation["vocab_size"]],
+              **{name: [1, kv, tokens, head_dim] for name in generation["present_outputs"]}}
+    for output in model.graph.output:
+        if output.name in shapes:
+            dims = output.type.tensor_type.shape.dim
+            del dims[:]
+            for size in shapes[output.name]:
+                dims.add().dim_value = size
+
+
+def fold_constants(model: Any) -> Any:
+    """`model` with its constant subgraphs folded by ONNX Runtime's basic optimizations
+    (constant folding and redundant-node removal, standard ONNX ops only), which turns the
+    fixed shapes' Shape/Gather/Concat chains into constants."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="ember-fold-") as tmp:
+        source, folded = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, str(source), save_as_external_data=True, location="in.weights")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(folded)
+        # weights beside the graph: a protobuf holds 2 GB at most
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", "out.weights")
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+        return onnx.load(str(folded))
