@@ -22,8 +22,51 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-SYMBOLIC_DIMS = ("batch", "tokens", "past", "positions")  # compiler/generation.py names them
+from ember.progress import Progress
+from ember.targets.base import ModuleSource
+
 INT64_MAX = 2**63 - 1
+#: prompt tokens per prefill call (target option prefill_chunk)
+PREFILL_CHUNK = 32
+#: static caches longer than this get a warning: each step's attention costs all of them
+LONG_CACHE = 512
+
+
+def generation_graphs(source: ModuleSource, options: dict[str, Any], progress: Progress
+                      ) -> dict[str, Any]:
+    """The graphs the tvm target builds, by function name: `main`, or for a generation graph
+    its fixed-shape `decode` and `prefill` variants over a static cache of max_length
+    positions (a prefill_chunk of 1 leaves decode alone)."""
+    if source.generation is None:
+        return {"main": source.onnx_model}
+    slots = source.generation["max_length"]
+    chunk = min(options.get("prefill_chunk", PREFILL_CHUNK), slots)
+    if slots > LONG_CACHE:
+        progress.warn(f"tvm: every decode step attends over all {slots} cache positions "
+                      f"(max_length); SmolLM2 decodes 2.2x slower at 1024 than at 256: "
+                      f"give --max-length near what you generate")
+    graphs = {}
+    with progress.stage(f"fixing the generation graph's shapes (a static cache of {slots} "
+                        f"positions, prefill in chunks of {chunk})"):
+        for name, tokens in (("decode", 1), ("prefill", chunk)):
+            if name == "decode" or tokens > 1:
+                graphs[name] = static_variant(source.onnx_model, source.generation, tokens,
+                                              slots)
+    return graphs
+
+
+def library_info(functions: dict[str, dict[str, Any]], source: ModuleSource,
+                 options: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's record of the libraries: one `library` and its `param_names`, or for
+    a generation artifact one library per function (each its own `main`) over the static
+    cache of `cache_slots` positions, with the tokens each call takes."""
+    if source.generation is None:
+        return functions["main"]
+    slots = source.generation["max_length"]
+    chunk = min(options.get("prefill_chunk", PREFILL_CHUNK), slots)
+    return {"cache_slots": slots,
+            "functions": {name: {**spec, "tokens": 1 if name == "decode" else chunk}
+                          for name, spec in functions.items()}}
 
 
 def static_variant(model: Any, generation: dict[str, Any], tokens: int, slots: int) -> Any:
@@ -35,6 +78,7 @@ def static_variant(model: Any, generation: dict[str, Any], tokens: int, slots: i
     from ember.passes.spike.onnx_lowering import copy_model
 
     fixed = copy_model(model)
+    # the symbolic dims compiler/generation.py gives the graph
     sizes = {"batch": 1, "tokens": tokens, "past": slots, "positions": slots + tokens}
     for name, size in sizes.items():
         make_dim_param_fixed(fixed.graph, name, size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import importlib.util
 import os
 import sys
@@ -32,13 +33,9 @@ from ember.targets.tvm.schedules import (
 )
 from ember.targets.tvm.sfc.relax_import import sfc_converters
 from ember.targets.tvm.sfc.rewrite import MODES as SFC_MODES
-from ember.targets.tvm.static_cache import static_variant
+from ember.targets.tvm.static_cache import generation_graphs, library_info
 
 LIBRARY = "model.so"
-#: prompt tokens per prefill call of a generation artifact (measured: BENCHMARKS.md)
-PREFILL_CHUNK = 32
-#: static caches longer than this get a warning: each step's attention costs all of them
-LONG_CACHE = 512
 PARAMS = "params.safetensors"
 
 
@@ -83,7 +80,7 @@ class TvmTarget:
         from ember.runtime.engines.tvm_engine import import_tvm
 
         _, relax = import_tvm()
-        for graph in _graphs(source, {}, QUIET).values():
+        for graph in generation_graphs(source, {}, QUIET).values():
             declined = unsupported_by_importer(graph)
             if declined:
                 return f"TVM's ONNX importer cannot express {declined}"
@@ -107,7 +104,7 @@ class TvmTarget:
         lanes = vector_bytes // 4
         params: dict[str, Any] = {}
         functions: dict[str, dict[str, Any]] = {}
-        for name, graph in _graphs(source, options, progress).items():
+        for name, graph in generation_graphs(source, options, progress).items():
             declined = unsupported_by_importer(graph)
             if declined:
                 raise UnsupportedModelError(f"TVM's ONNX importer cannot express {declined}")
@@ -129,7 +126,7 @@ class TvmTarget:
             save_file(params, str(out_dir / PARAMS))
             files.append(PARAMS)
         info = {
-            "params_file": PARAMS, **_function_info(functions, source, options),
+            "params_file": PARAMS, **library_info(functions, source, options),
             "tvm_target": str(target), "tvm": tvm.__version__, "host_cpu": cpu_name(),
             "cpu_features": cpu_features(), "opt_level": options.get("opt_level", 3),
             "transform_params": scheduled,  # run main_transform_params once at load
@@ -146,68 +143,28 @@ class TvmTarget:
         return Payload(format="tvm", files=files, info=info)
 
 
-def _graphs(source: ModuleSource, options: dict[str, Any], progress: Progress
-            ) -> dict[str, Any]:
-    """The graphs to build, by function name: `main`, or for a generation graph its fixed-shape
-    `decode` and `prefill` variants over a static cache of max_length slots
-    (targets/tvm/static_cache.py; a prefill_chunk of 1 leaves decode alone)."""
-    if source.generation is None:
-        return {"main": source.onnx_model}
-    slots = source.generation["max_length"]
-    chunk = min(options.get("prefill_chunk", PREFILL_CHUNK), slots)
-    if slots > LONG_CACHE:
-        progress.warn(f"tvm: every decode step attends over all {slots} cache positions "
-                      f"(max_length); SmolLM2 decodes 2.2x slower at 1024 than at 256: "
-                      f"give --max-length near what you generate")
-    graphs = {}
-    with progress.stage(f"fixing the generation graph's shapes (a static cache of {slots} "
-                        f"positions, prefill in chunks of {chunk})"):
-        for name, tokens in (("decode", 1), ("prefill", chunk)):
-            if name == "decode" or tokens > 1:
-                graphs[name] = static_variant(source.onnx_model, source.generation, tokens,
-                                              slots)
-    return graphs
-
-
 def shared_params(params: dict[str, Any], function: str, names: list[str],
                   arrays: list[Any]) -> list[str]:
     """Add one function's weights to `params` (the params file), each value stored once
     (the variants of one graph share every weight, under names that folding may have
     changed); returns the function's keys in call order."""
-    import hashlib
-
-    stored = {_fingerprint(hashlib, array): key for key, array in params.items()}
+    stored = {_fingerprint(array): key for key, array in params.items()}
     keys = []
     for name, array in zip(names, arrays, strict=True):
-        key = stored.get(_fingerprint(hashlib, array))
-        if key is None:
-            key = name if name not in params else f"{function}:{name}"
-            params[key] = array
-            stored[_fingerprint(hashlib, array)] = key
-        keys.append(key)
+        fingerprint = _fingerprint(array)
+        if fingerprint not in stored:
+            stored[fingerprint] = name if name not in params else f"{function}:{name}"
+            params[stored[fingerprint]] = array
+        keys.append(stored[fingerprint])
     return keys
 
 
-def _fingerprint(hashlib: Any, array: Any) -> tuple[Any, ...]:
+def _fingerprint(array: Any) -> tuple[Any, ...]:
     return array.shape, str(array.dtype), hashlib.sha256(array.tobytes()).digest()
 
 
 def _part(name: str) -> str:
     return "" if name == "main" else f" ({name})"
-
-
-def _function_info(functions: dict[str, dict[str, Any]], source: ModuleSource,
-                   options: dict[str, Any]) -> dict[str, Any]:
-    """The manifest's record of the libraries: one `library` and its `param_names`, or for
-    a generation artifact one library per function (each its own `main`) over the static
-    cache of `cache_slots` positions, with the tokens each call takes."""
-    if source.generation is None:
-        return functions["main"]
-    slots = source.generation["max_length"]
-    chunk = min(options.get("prefill_chunk", PREFILL_CHUNK), slots)
-    return {"cache_slots": slots,
-            "functions": {name: {**spec, "tokens": 1 if name == "decode" else chunk}
-                          for name, spec in functions.items()}}
 
 
 def _build(tvm, mod, target, vector_bytes: int, options: dict[str, Any], library: Path,

@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import transformers as tf
 
 import ember.runtime as rt
@@ -22,6 +21,7 @@ from ember.tools.conformance.families import (
     save_families,
     spike_config,
 )
+from tests.e2e.generation_helpers import hf_greedy
 
 FAMILIES = ["llama", "mistral", "phi3", "gemma", "gpt2", "opt"]  # one per attention layout
 PROMPTS = [[5, 9, 13, 20, 3, 40], [11, 12, 13], [60, 1, 33, 33, 7, 7, 7, 2, 9]]
@@ -57,16 +57,6 @@ def _prefill(folders):
     return folder
 
 
-def _hf_greedy(folder, prompt: list[int], new_tokens: int) -> list[int]:
-    """transformers' own greedy generate, stopping at the model's end-of-sequence id."""
-    lm = tf.AutoModelForCausalLM.from_pretrained(folder).eval()
-    config = tf.GenerationConfig(max_new_tokens=new_tokens, do_sample=False,
-                                 eos_token_id=lm.generation_config.eos_token_id, pad_token_id=0)
-    with torch.no_grad():
-        out = lm.generate(torch.tensor([prompt]), generation_config=config)
-    return out[0, len(prompt):].tolist()
-
-
 @pytest.mark.parametrize("name", FAMILIES)
 def test_every_family_generates_what_transformers_generates(folders, name):
     out = _compile(folders, name)
@@ -76,7 +66,7 @@ def test_every_family_generates_what_transformers_generates(folders, name):
     assert checked["greedy_tokens_equal"] == checked["new_tokens"] >= 1
     session = rt.load(out)
     for prompt in PROMPTS:  # prompts the compile never saw
-        expected = _hf_greedy(folders / name, prompt, 24)
+        expected = hf_greedy(folders / name, prompt, 24)
         assert session.generate(prompt, max_new_tokens=24) == expected
         assert list(session.stream(np.array([prompt]), max_new_tokens=24)) == expected
 
@@ -85,11 +75,11 @@ def test_a_batch_of_prompts_of_different_lengths_generates_each_as_alone(folders
     """Left-padded, with the padding masked and positions counted from each prompt's first
     real token: every row equals transformers' generate of that prompt by itself."""
     session = rt.load(_compile(folders, "llama"))
-    expected = [_hf_greedy(folders / "llama", prompt, 12) for prompt in PROMPTS]
+    expected = [hf_greedy(folders / "llama", prompt, 12) for prompt in PROMPTS]
     assert session.generate(PROMPTS, max_new_tokens=12) == expected
     same_length = np.array([PROMPTS[0], PROMPTS[0][::-1]])
     assert session.generate(same_length, max_new_tokens=12) == [
-        _hf_greedy(folders / "llama", list(row), 12) for row in same_length]
+        hf_greedy(folders / "llama", list(row), 12) for row in same_length]
 
 
 @pytest.mark.parametrize("passes", ["prune", "pat", "spike"])
@@ -109,7 +99,7 @@ def test_the_cli_streams_text_through_the_artifacts_tokenizer(folders, capsys):
     out = _compile(folders, "llama")
     prompt = "the quick brown"
     tokenizer = tf.AutoTokenizer.from_pretrained(folders / "llama")
-    expected = tokenizer.decode(_hf_greedy(folders / "llama", tokenizer(prompt)["input_ids"],
+    expected = tokenizer.decode(hf_greedy(folders / "llama", tokenizer(prompt)["input_ids"],
                                            12), skip_special_tokens=True)
     assert main(["run", str(out), "--prompt", prompt, "--max-new-tokens", "12"]) == 0
     assert capsys.readouterr().out == expected + "\n"

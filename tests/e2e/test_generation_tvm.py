@@ -20,6 +20,7 @@ from ember.compiler.api import compile_model
 from ember.compiler.models.decoding import CausalLMWithCache
 from ember.errors import InputError
 from ember.tools.conformance.families import save_families
+from tests.e2e.generation_helpers import hf_greedy
 
 pytest.importorskip("tvm")
 
@@ -42,15 +43,6 @@ def artifacts(folders):
          "output": str(folders / f"{name}-tvm-gen")}) for name in FAMILIES}
 
 
-def _hf_greedy(folder, prompt: list[int], new_tokens: int) -> list[int]:
-    lm = tf.AutoModelForCausalLM.from_pretrained(folder).eval()
-    config = tf.GenerationConfig(max_new_tokens=new_tokens, do_sample=False,
-                                 eos_token_id=lm.generation_config.eos_token_id, pad_token_id=0)
-    with torch.no_grad():
-        out = lm.generate(torch.tensor([prompt]), generation_config=config)
-    return out[0, len(prompt):].tolist()
-
-
 @pytest.mark.parametrize("name", FAMILIES)
 def test_tvm_generates_what_transformers_generates(folders, artifacts, name):
     manifest = json.loads((artifacts[name] / "manifest.json").read_text())
@@ -59,7 +51,7 @@ def test_tvm_generates_what_transformers_generates(folders, artifacts, name):
     functions = manifest["target_info"]["functions"]
     assert {k: v["tokens"] for k, v in functions.items()} == {"decode": 1, "prefill": CHUNK}
     session = rt.load(artifacts[name])
-    expected = [_hf_greedy(folders / name, prompt, 16) for prompt in PROMPTS]
+    expected = [hf_greedy(folders / name, prompt, 16) for prompt in PROMPTS]
     for prompt, tokens in zip(PROMPTS, expected, strict=True):
         assert session.generate(prompt, max_new_tokens=16) == tokens
         assert list(session.stream(np.array([prompt]), max_new_tokens=16)) == tokens
