@@ -165,13 +165,15 @@ def _cache_layout(manifest: dict[str, Any]) -> Any:
 
     info, generation = manifest["target_info"], manifest.get("generation") or {}
     try:
-        return CacheLayout(slots=int(info["cache_slots"]), layers=int(generation["layers"]),
+        sizes = tuple(int(size) for size in info["cache_sizes"])
+        chunk = min((spec["tokens"] for name, spec in info["functions"].items()
+                     if name.startswith("prefill")), default=1)
+        return CacheLayout(sizes=sizes, layers=int(generation["layers"]),
                            kv_heads=int(generation["kv_heads"]),
-                           head_dim=int(generation["head_dim"]),
-                           chunk=int(info["functions"].get("prefill", {"tokens": 1})["tokens"]))
+                           head_dim=int(generation["head_dim"]), chunk=int(chunk))
     except (KeyError, TypeError, ValueError):
         raise ArtifactError("the manifest of this tvm generation artifact lacks its cache "
-                            "layout (cache_slots, generation layers/kv_heads/head_dim)") from None
+                            "layout (cache_sizes, generation layers/kv_heads/head_dim)") from None
 
 
 def _aligned_copy(x: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ The generation graph (compiler/models/decoding.py) has symbolic batch, token, pa
 position dims; TVM 0.27's ONNX importer cannot take the shape arithmetic they leave in the
 graph (it fails on `Reshape` of a symbolic scalar such as `past + 1`). At fixed shapes every
 shape folds to a constant, so the graph imports and builds like a prefill graph. Two
-variants of it are built, both batch 1 over a cache of `slots` positions:
+variants of it are built for each cache size, batch 1 over a cache of `slots` positions:
 
     decode:  input_ids [1, 1],     attention_mask [1, slots + 1],     past [1, kv, slots, hd]
     prefill: input_ids [1, chunk], attention_mask [1, slots + chunk], past [1, kv, slots, hd]
@@ -13,7 +13,10 @@ and each returns only the keys and values of its own tokens, [1, kv, tokens, hd]
 the runtime writes into its cache (runtime/engines/tvm_cache.py). Cache slots not yet
 written have mask 0: the graph's padding mask keeps attention off them and its position
 ids (cumsum(mask) - 1) count only the real tokens, so a static cache is the decode graph's
-own left padding. Every step attends over all `slots` positions: the cost of a fixed shape.
+own left padding. Every step attends over all `slots` positions, the cost of a fixed shape,
+so the caches come in sizes (first_cache, twice that, ... max_length) and a sequence moves
+to the next one when it fills its own (SmolLM2 decodes 2.2x slower over 1024 positions than
+over 256).
 """
 
 from __future__ import annotations
@@ -28,45 +31,56 @@ from ember.targets.base import ModuleSource
 INT64_MAX = 2**63 - 1
 #: prompt tokens per prefill call (target option prefill_chunk)
 PREFILL_CHUNK = 32
-#: static caches longer than this get a warning: each step's attention costs all of them
-LONG_CACHE = 512
+#: the smallest cache (target option first_cache); each next one is twice as long, the last
+#: max_length
+FIRST_CACHE = 256
+
+
+def cache_sizes(max_length: int, first: int) -> list[int]:
+    """first, 2 first, 4 first, ... below max_length, then max_length."""
+    sizes = []
+    while first < max_length:
+        sizes.append(first)
+        first *= 2
+    return [*sizes, max_length]
 
 
 def generation_graphs(source: ModuleSource, options: dict[str, Any], progress: Progress
                       ) -> dict[str, Any]:
     """The graphs the tvm target builds, by function name: `main`, or for a generation graph
-    its fixed-shape `decode` and `prefill` variants over a static cache of max_length
-    positions (a prefill_chunk of 1 leaves decode alone)."""
+    its fixed-shape variants, `decode.S` and `prefill.S` for each cache size S (a
+    prefill_chunk of 1 leaves decode alone)."""
     if source.generation is None:
         return {"main": source.onnx_model}
-    slots = source.generation["max_length"]
-    chunk = min(options.get("prefill_chunk", PREFILL_CHUNK), slots)
-    if slots > LONG_CACHE:
-        progress.warn(f"tvm: every decode step attends over all {slots} cache positions "
-                      f"(max_length); SmolLM2 decodes 2.2x slower at 1024 than at 256: "
-                      f"give --max-length near what you generate")
+    sizes, chunk = _layout(source, options)
     graphs = {}
-    with progress.stage(f"fixing the generation graph's shapes (a static cache of {slots} "
-                        f"positions, prefill in chunks of {chunk})"):
-        for name, tokens in (("decode", 1), ("prefill", chunk)):
-            if name == "decode" or tokens > 1:
-                graphs[name] = static_variant(source.onnx_model, source.generation, tokens,
-                                              slots)
+    with progress.stage(f"fixing the generation graph's shapes (static caches of "
+                        f"{', '.join(map(str, sizes))} positions, prefill in chunks of {chunk})"):
+        for size in sizes:
+            for kind, tokens in (("decode", 1), ("prefill", chunk)):
+                if kind == "decode" or tokens > 1:
+                    graphs[f"{kind}.{size}"] = static_variant(
+                        source.onnx_model, source.generation, tokens, size)
     return graphs
 
 
 def library_info(functions: dict[str, dict[str, Any]], source: ModuleSource,
                  options: dict[str, Any]) -> dict[str, Any]:
     """The manifest's record of the libraries: one `library` and its `param_names`, or for
-    a generation artifact one library per function (each its own `main`) over the static
-    cache of `cache_slots` positions, with the tokens each call takes."""
+    a generation artifact one library per function (each its own `main`), with the tokens
+    each call takes and its cache size (`cache_sizes`, the last `cache_slots`)."""
     if source.generation is None:
         return functions["main"]
-    slots = source.generation["max_length"]
-    chunk = min(options.get("prefill_chunk", PREFILL_CHUNK), slots)
-    return {"cache_slots": slots,
-            "functions": {name: {**spec, "tokens": 1 if name == "decode" else chunk}
+    sizes, chunk = _layout(source, options)
+    return {"cache_slots": sizes[-1], "cache_sizes": sizes,
+            "functions": {name: {**spec, "tokens": 1 if name.startswith("decode") else chunk}
                           for name, spec in functions.items()}}
+
+
+def _layout(source: ModuleSource, options: dict[str, Any]) -> tuple[list[int], int]:
+    """(cache sizes, prefill chunk): the chunk fits the smallest cache."""
+    sizes = cache_sizes(source.generation["max_length"], options.get("first_cache", FIRST_CACHE))
+    return sizes, min(options.get("prefill_chunk", PREFILL_CHUNK), sizes[0])
 
 
 def static_variant(model: Any, generation: dict[str, Any], tokens: int, slots: int) -> Any:

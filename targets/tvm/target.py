@@ -45,7 +45,7 @@ class TvmTarget:
     executable = True
     options = {"mcpu": str, "opt_level": int, "schedule": str, "tune_trials": int,
                "tune_minutes": float, "tuning": bool, "vnni": bool, "sfc": str,
-               "fast_math": bool, "prefill_chunk": int}
+               "fast_math": bool, "prefill_chunk": int, "first_cache": int}
     schedules = ("ember", "none")  # ember's CPU schedule rules, or TVM's unscheduled lowering
 
     def available(self) -> tuple[bool, str]:
@@ -65,8 +65,9 @@ class TvmTarget:
         if options.get("sfc", "auto") not in SFC_MODES:
             raise ValueError(f"target option 'sfc' must be one of {', '.join(SFC_MODES)}")
         _check_tuning_options(options)
-        if options.get("prefill_chunk", 1) < 1:
-            raise ValueError("target option 'prefill_chunk' must be a positive integer")
+        for name in ("prefill_chunk", "first_cache"):
+            if options.get(name, 1) < 1:
+                raise ValueError(f"target option {name!r} must be a positive integer")
         if "mcpu" in options and importlib.util.find_spec("tvm") is not None:
             from ember.runtime.engines.tvm_engine import import_tvm
 
@@ -116,7 +117,7 @@ class TvmTarget:
                 mod, param_names, arrays = _import(prepared.model, relax)
             vnni = scheduled and options.get("vnni", True) and has_vnni(tvm, target)
             mod, int8_products = lower_int8_matmuls(mod) if vnni else (mod, 0)
-            library = LIBRARY if name == "main" else f"{name}.so"
+            library = LIBRARY if name == "main" else f"{name}.so"  # decode.256.so
             tuning, layout = _build(tvm, mod, target, vector_bytes, options, out_dir / library,
                                     progress, _has_convolutions(prepared.model))
             functions[name] = {"library": library,

@@ -93,11 +93,13 @@ def _tvm_weights(info: dict[str, Any]) -> str:
     functions = info.get("functions")
     if not functions:
         return f"{len(info['param_names'])} weight tensors"
-    calls = ", ".join(f"{name} {spec['tokens']} token{'s' * (spec['tokens'] > 1)} a call"
-                      for name, spec in functions.items())
     shared = len({n for spec in functions.values() for n in spec["param_names"]})
-    return f"{shared} weight tensors shared by {calls}, a static cache of " \
-        f"{info['cache_slots']} positions"
+    calls = {name.split(".")[0]: spec["tokens"] for name, spec in functions.items()}
+    per_call = ", ".join(f"{kind} {tokens} token{'s' * (tokens > 1)} a call"
+                         for kind, tokens in calls.items())
+    sizes = ", ".join(str(size) for size in info["cache_sizes"])
+    return f"{shared} weight tensors shared by {len(functions)} libraries ({per_call}), " \
+        f"static caches of {sizes} positions"
 
 
 def _target_detail(m: dict[str, Any]) -> str:

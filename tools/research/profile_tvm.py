@@ -67,10 +67,11 @@ def _call_of(session: Any, tvm: Any) -> tuple[str, list[Any]]:
     cache = engine.open_cache()
     prompt = inputs["input_ids"][0]
     cache.feed(prompt, np.ones_like(prompt))
-    mask = np.zeros((1, cache.layout.slots + 1), np.int64)
+    mask = np.zeros((1, cache.size + 1), np.int64)
     mask[0, :cache.length] = mask[0, -1] = 1
     ids = np.array([[int(prompt[-1])]], np.int64)
-    return "decode", [tvm.runtime.tensor(ids), tvm.runtime.tensor(mask), *cache.views]
+    return f"decode.{cache.size}", [tvm.runtime.tensor(ids), tvm.runtime.tensor(mask),
+                                    *cache.views]
 
 
 def main(argv: list[str]) -> int:
