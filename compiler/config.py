@@ -130,9 +130,15 @@ class CompileConfig(_Strict):
             raise ValueError(f"generate: the {self.target} target does not build generation "
                              f"artifacts yet (targets: {', '.join(GENERATION_TARGETS)}); "
                              f"{GENERATION_GAPS.get(self.target, '')}".rstrip("; "))
+        generation_only = sorted(set(self.target_options) & GENERATION_OPTIONS)
+        if self.generate is None and generation_only:
+            raise ValueError(f"target option {generation_only[0]!r} applies to generation "
+                             f"artifacts only: add --generate (YAML generate:)")
         return self
 
 
+#: target options that shape a generation artifact (tvm: targets/tvm/static_cache.py)
+GENERATION_OPTIONS = {"prefill_chunk", "first_cache"}
 #: where generation artifacts build, and why not elsewhere (yet)
 GENERATION_TARGETS = ("cpu", "tvm", "null")
 GENERATION_GAPS = {

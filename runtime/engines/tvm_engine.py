@@ -63,7 +63,7 @@ class TvmEngine:
         libraries = info["functions"] if "functions" in info else \
             {"main": {"library": info.get("library"), "param_names": info.get("param_names")}}
         # each library is its own VM whose `main` is the function (a generation artifact has
-        # `decode` and `prefill`)
+        # `decode.S` and `prefill.S` for each cache size S)
         self.vms = {name: relax.VirtualMachine(tvm.runtime.load_module(
             str(payload_path(folder, manifest, spec.get("library")))), self.device)
             for name, spec in libraries.items()}

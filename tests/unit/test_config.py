@@ -49,6 +49,10 @@ def test_overrides_replace_file_values(tmp_path):
         ({"model": "builtin:tiny-llama", "example": {"tokens": 0}}, "example.tokens"),
         ({"model": "builtin:tiny-cnn", "example": {"tokens": 4, "shape": [1]}},
          "give one of tokens, shape or inputs"),
+        ({"model": "builtin:tiny-llama", "target": "tvm", "target_options": {"first_cache": 64}},
+         "target option 'first_cache' applies to generation artifacts only"),
+        ({"model": "builtin:tiny-llama", "target": "tvm", "generate": {},
+          "target_options": {"prefill_chunk": 0}}, "'prefill_chunk' must be a positive"),
     ],
 )
 def test_invalid_configs_name_the_problem(data, message):
