@@ -70,9 +70,8 @@ class KVDecoder:
         self._mask = np.zeros((batch, 0), np.int64)
         self.length = 0
         # engines with a cache of their own (tvm's static one) keep it across calls
-        open_cache = getattr(session.engine, "open_cache", None)
-        self._rows = [open_cache() for _ in range(batch)] \
-            if open_cache and getattr(session.engine, "cache_layout", None) else None
+        own_cache = getattr(session.engine, "cache_layout", None) is not None
+        self._rows = [session.engine.open_cache() for _ in range(batch)] if own_cache else None
 
     def feed(self, ids: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Run `ids` ([batch, t] int64; `mask` 0 where they are padding) after what was fed

@@ -87,7 +87,7 @@ class StaticCache:
     def feed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Run `ids` ([t]; `mask` [t], 0 for padding) after the cached positions; every
         position's logits, [t, vocab]."""
-        self._make_room(ids.shape[0])  # or fail before any call
+        self._make_room(ids.shape[0])  # every call of this feed fits (or none is made)
         logits, start = [], 0
         while start < ids.shape[0]:
             tokens = 1 if ids.shape[0] - start == 1 or self.layout.chunk == 1 \
@@ -101,7 +101,6 @@ class StaticCache:
     def _call(self, ids: np.ndarray, mask: np.ndarray, tokens: int) -> np.ndarray:
         """One call of the `tokens`-token function on `ids` (padded up to `tokens`)."""
         count = ids.shape[0]
-        self._make_room(count)
         padded_ids = np.zeros((1, tokens), np.int64)
         padded_ids[0, :count] = ids
         full_mask = np.zeros((1, self.size + tokens), np.int64)

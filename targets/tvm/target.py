@@ -104,6 +104,8 @@ class TvmTarget:
         tile = MAX_VECTORS_PER_TILE * (vector_bytes // 4)  # fp32 lanes x vectors per tile
         lanes = vector_bytes // 4
         params: dict[str, Any] = {}
+        stored: dict[tuple[Any, ...], str] = {}  # weight fingerprint -> its key in params
+        vnni = scheduled and options.get("vnni", True) and has_vnni(tvm, target)
         functions: dict[str, dict[str, Any]] = {}
         for name, graph in generation_graphs(source, options, progress).items():
             declined = unsupported_by_importer(graph)
@@ -115,13 +117,13 @@ class TvmTarget:
             with progress.stage(f"importing ONNX into Relax{_part(name)}"), \
                     sfc_converters(lanes):
                 mod, param_names, arrays = _import(prepared.model, relax)
-            vnni = scheduled and options.get("vnni", True) and has_vnni(tvm, target)
             mod, int8_products = lower_int8_matmuls(mod) if vnni else (mod, 0)
             library = LIBRARY if name == "main" else f"{name}.so"  # decode.256.so
             tuning, layout = _build(tvm, mod, target, vector_bytes, options, out_dir / library,
                                     progress, _has_convolutions(prepared.model))
             functions[name] = {"library": library,
-                               "param_names": shared_params(params, name, param_names, arrays)}
+                               "param_names": shared_params(params, stored, name,
+                                                             param_names, arrays)}
         files = [f["library"] for f in functions.values()]
         if params:
             save_file(params, str(out_dir / PARAMS))
@@ -144,12 +146,12 @@ class TvmTarget:
         return Payload(format="tvm", files=files, info=info)
 
 
-def shared_params(params: dict[str, Any], function: str, names: list[str],
-                  arrays: list[Any]) -> list[str]:
+def shared_params(params: dict[str, Any], stored: dict[tuple[Any, ...], str], function: str,
+                  names: list[str], arrays: list[Any]) -> list[str]:
     """Add one function's weights to `params` (the params file), each value stored once
     (the variants of one graph share every weight, under names that folding may have
-    changed); returns the function's keys in call order."""
-    stored = {_fingerprint(array): key for key, array in params.items()}
+    changed; `stored` indexes what is there by fingerprint, so each weight is hashed once);
+    returns the function's keys in call order."""
     keys = []
     for name, array in zip(names, arrays, strict=True):
         fingerprint = _fingerprint(array)
