@@ -14,16 +14,22 @@ slower, and the per-operator gains land in the manifest.
 MetaSchedule's LocalBuilder starts fresh worker processes for every batch, and each one
 spends ~25 s importing `tvm.s_tir.tensor_intrin` (it parses ~500 TVMScript functions) before
 its first build, past its 30 s timeout on two cores; candidates are therefore built in this
-process (`_InProcessBuilder`), where that import is paid once.
+process (`_InProcessBuilder`), where that import is paid once, and made cheap there
+(`_load_tensor_intrinsics`): nearly all of it was `inspect.stack()` searching every loaded
+module for the import machinery's frozen frames, once per parsed function.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +169,7 @@ def tune(tasks: list[Task], target: Any, database: Any, trials: int | None,
     """
     from tvm.s_tir import meta_schedule as ms
 
+    _load_tensor_intrinsics()  # what TuneContext imports first, made cheap
     budget = trials if trials is not None else 100_000  # a time budget alone: trials unbounded
     deadline = time.monotonic() + minutes * 60 if minutes is not None else None
     contexts = [ms.TuneContext(mod=workload(t.func), target=target, task_name=t.name,
@@ -196,6 +203,43 @@ def tuning_target(target: Any) -> Any:
 
 
 BUDGET_SPENT = "ember: tuning time budget spent"
+
+
+def _load_tensor_intrinsics() -> None:
+    """Import `tvm.s_tir.tensor_intrin` with the import machinery's frames known to `inspect`.
+
+    TVMScript's `@T.prim_func` calls `inspect.stack()` for each of the ~500 functions that
+    module parses, and for every frame of `importlib._bootstrap` (whose file name,
+    `<frozen importlib._bootstrap>`, names no file) `inspect.getmodule` scans all of
+    `sys.modules` in vain, several times over: ~30 s with torch loaded, growing with the
+    modules loaded (and the same for `<frozen runpy>` under `python -m`). Telling `inspect`
+    which module those frames belong to makes each lookup a dict hit; the frames
+    TVMScript reads are the intrinsic modules' own, which are real files, so it parses the
+    same functions. The entries are removed again afterwards.
+    """
+    with _frozen_frames_known():
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+
+
+@contextmanager
+def _frozen_frames_known() -> Iterator[None]:
+    """Map each frozen module's frame file name (`<frozen runpy>`) to the module in
+    `inspect`'s file-to-module cache while the block runs (an undocumented dict: where a
+    Python lacks it, nothing changes)."""
+    cache = getattr(inspect, "modulesbyfile", None)
+    added = []
+    for module in list(sys.modules.values()) if isinstance(cache, dict) else []:
+        if getattr(getattr(module, "__spec__", None), "origin", None) != "frozen":
+            continue
+        filename = f"<frozen {module.__name__}>"  # its code objects' co_filename
+        if filename not in cache:
+            cache[filename] = module.__name__
+            added.append(filename)
+    try:
+        yield
+    finally:
+        for filename in added:
+            cache.pop(filename, None)
 
 
 def _counter(bar: Any, deadline: float | None) -> Any:

@@ -121,3 +121,19 @@ def test_a_tuned_function_that_computes_something_else_is_refused():
     other = _build_all([elementwise(2.0), elementwise(-2.0)], target)
     assert _outputs_agree(same, elementwise(2.0)["main"])
     assert not _outputs_agree(other, elementwise(2.0)["main"])
+
+
+def test_frozen_frames_are_known_to_inspect_only_while_the_intrinsics_load():
+    """What makes the tensor intrinsics' import cheap (a frozen import frame resolves from the
+    cache instead of a scan of sys.modules) is undone afterwards."""
+    import importlib._bootstrap
+    import inspect
+
+    from ember.targets.tvm.tune import _frozen_frames_known
+
+    frame_file = importlib._bootstrap._find_and_load.__code__.co_filename
+    before = dict(inspect.modulesbyfile)
+    with _frozen_frames_known():
+        assert inspect.modulesbyfile[frame_file] == "importlib._bootstrap"
+        assert inspect.getmodule(None, frame_file) is importlib._bootstrap
+    assert inspect.modulesbyfile == before
