@@ -8,7 +8,9 @@ step, which later layers carry on (at 4 bits one step is 1/15 of a token's range
 integer semantics are checked where they live: the graph is run once with every spiking
 layer's input and output exposed, and each torch layer, fed ONNX Runtime's input, must give
 ONNX Runtime's output (the same codes, the same int32 sums, the fp32 epilogue in the same
-order: bit for bit, within MAX_LAYER_ERROR of the layer's output range).
+order: bit for bit, within MAX_LAYER_ERROR of the layer's output range). Weight-only layers
+(float activations) multiply in fp32 on both sides, in different summation orders: they are
+held to FLOAT_LAYER_ERROR (SmolLM2's 4-bit LM head, 576 inputs: 1.3e-6).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ember.targets.onnx_io import exported_module_path
 from ember.targets.onnxruntime_int8 import exact_int8_products
 
 MAX_LAYER_ERROR = 1e-6  # relative to the layer's largest |output|
+FLOAT_LAYER_ERROR = 1e-5  # fp32 sums of up to thousands of terms: ~sqrt(K) 2^-24 apart
 
 
 def integer_layer_io(model: Any) -> dict[str, tuple[str, str]]:
@@ -72,16 +75,17 @@ def check_integer_layers(onnx_model: Any, torch_model: Any,
     session = ort.InferenceSession(probe.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     values = dict(zip(names, session.run(names, inputs), strict=True))
-    errors = {}
+    errors, bounds = {}, {}
     with torch.no_grad():
         for path, (x_name, y_name) in io.items():
             layer = torch_model.get_submodule(path)
             expected = layer(torch.from_numpy(values[x_name])).numpy()
             scale = max(float(np.abs(values[y_name]).max()), 1e-30)
             errors[path] = float(np.abs(expected - values[y_name]).max()) / scale
-    worst = max(errors, key=errors.get)
+            bounds[path] = MAX_LAYER_ERROR if layer.a_bits else FLOAT_LAYER_ERROR
+    worst = max(errors, key=lambda path: errors[path] / bounds[path])
     return {"layers": len(errors), "max_relative_error": errors[worst], "worst": worst,
-            "bit_exact": sum(e == 0.0 for e in errors.values()), "bound": MAX_LAYER_ERROR}
+            "bit_exact": sum(e == 0.0 for e in errors.values()), "bound": bounds[worst]}
 
 
 def _spike_scope(node: Any) -> str | None:

@@ -63,6 +63,12 @@ def check_decoder(lm: Any, target: str = "fpga") -> None:
             if missing:
                 raise UnsupportedModule(f"layer {i}: no {missing[0]}; only Llama-style blocks "
                                         f"lower")
+            if target == "fpga" and any(_block_steps(getattr(owner, n)) for n in names):
+                raise UnsupportedModule("block-wise weight steps (spike w_group) have "
+                                        f"{_no_kernel(target)} (one step per output row)")
+    if not isinstance(lm.lm_head, nn.Linear):
+        raise UnsupportedModule(f"a quantized LM head (spike lm_head=true) has "
+                                f"{_no_kernel(target)}")
 
 
 def read_graph(module: nn.Module, input_name: str, example: np.ndarray,
@@ -82,6 +88,11 @@ def fold_batchnorm(module: nn.Module, input_name: str,
     ctx = PassContext(example_inputs={input_name: torch.from_numpy(example)})
     result = FoldBatchNorm()(module.eval(), ctx)
     return result.model, int(result.stats.get("folded", 0))
+
+
+def _block_steps(module: nn.Module) -> bool:
+    scale = getattr(module, "weight_scale", None)
+    return isinstance(scale, torch.Tensor) and scale.dim() == 2
 
 
 def _no_kernel(target: str) -> str:

@@ -19,7 +19,9 @@ fits int32 for a <= 8 (|acc| <= 510 · 127 · 1536 < 2^31), as the ONNX lowering
 integer-valued float64 sums (exact below 2^53) and the fp32 epilogue in the lowering's order,
 so ONNX Runtime's integer kernels reproduce it. `exact=False` is the same function as fake
 quantization, x̂ = Δ(q - z) per group and y = F.linear(x̂, Wq ⊙ s) (fp32, fast; calibration and
-perplexity use it). `a_bits=0` means activations stay float (weight-only).
+perplexity use it). `a_bits=0` means activations stay float (weight-only); such layers may
+have one weight step per output and per block of g consecutive inputs, `weight_scale`
+(in / g, out) instead of (out,).
 """
 
 from __future__ import annotations
@@ -71,13 +73,23 @@ def _(x, plain_t, salient_t, plain_idx, salient_idx, plain_sums, salient_sums, w
 @torch.library.custom_op("ember::weight_only_linear", mutates_args=())
 def weight_only_linear(x: torch.Tensor, codes_t: torch.Tensor, weight_scale: torch.Tensor,
                        bias: torch.Tensor) -> torch.Tensor:
-    """y = x · (Wq ⊙ s)ᵀ + b with float activations; `codes_t` is int8 (in, out)."""
-    return x @ (codes_t.to(torch.float32) * weight_scale) + bias
+    """y = x · (Wq ⊙ s)ᵀ + b with float activations; `codes_t` is int8 (in, out), `s` per
+    output (out,) or per block of inputs and output (in / g, out)."""
+    return x @ dequantized_t(codes_t, weight_scale) + bias
 
 
 @weight_only_linear.register_fake
 def _(x, codes_t, weight_scale, bias):
-    return x.new_empty((*x.shape[:-1], weight_scale.shape[0]))
+    return x.new_empty((*x.shape[:-1], weight_scale.shape[-1]))
+
+
+def dequantized_t(codes_t: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
+    """(Wq ⊙ s)ᵀ in fp32 (in, out): the block k of g input rows times its steps s_k."""
+    weight = codes_t.to(torch.float32)
+    if weight_scale.dim() == 1:
+        return weight * weight_scale
+    blocks, d_out = weight_scale.shape
+    return (weight.reshape(blocks, -1, d_out) * weight_scale[:, None, :]).reshape(weight.shape)
 
 
 class SpikeLinear(nn.Module):
@@ -94,6 +106,9 @@ class SpikeLinear(nn.Module):
         if not a_bits and salient.numel():
             raise ValueError("float activations (a_bits=0) have no salient activation channels")
         d_out, d_in = codes.shape
+        if weight_scale.dim() == 2 and (a_bits or d_in % weight_scale.shape[0]):
+            raise ValueError("block-wise weight steps (in / g, out) need float activations "
+                             "and g dividing the inputs")
         self.in_features, self.out_features = d_in, d_out
         self.a_bits, self.steps, self.decoupled = a_bits, steps, decoupled
         self.weight_grid = weight_grid  # "int" (w_bits) or "ternary": for reports only
@@ -120,9 +135,17 @@ class SpikeLinear(nn.Module):
 
     def extra_repr(self) -> str:
         acts = f"a_bits={self.a_bits}" if self.a_bits else "float activations"
+        if self.weight_group:
+            acts += f", weight blocks of {self.weight_group}"
         return (f"in={self.in_features}, out={self.out_features}, {acts}, "
                 f"salient={self.salient_idx.numel()}x{self.steps}, "
                 f"{'decoupled' if self.decoupled else 'shared'} ranges")
+
+    @property
+    def weight_group(self) -> int:
+        """Inputs per weight step: 0 for one step per output row."""
+        scale = self.weight_scale
+        return self.in_features // scale.shape[0] if scale.dim() == 2 else 0
 
     def codes(self) -> torch.Tensor:
         """The integer weight matrix (out, in), int8."""
@@ -137,7 +160,7 @@ class SpikeLinear(nn.Module):
 
     def dequantized_weight(self) -> torch.Tensor:
         if self._dequantized is None:
-            self._dequantized = self.codes().to(torch.float32) * self.weight_scale[:, None]
+            self._dequantized = dequantized_t(self.codes().T, self.weight_scale).T
         return self._dequantized
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,9 @@
         replace every linear with SpikeLinear;  X <- the quantized block applied to X
 
 Only one block's inputs (windows x seq x hidden floats) and its Gram matrices are held at a
-time. The embedding, the norms, attention softmax, learned positions and the LM head stay
-float. GPT-2's `Conv1D` linears are turned into `nn.Linear` first (the same function).
+time. The embedding, the norms, attention softmax and learned positions stay float; so does
+the LM head unless `head` (then it is quantized last, on the final norm's outputs). GPT-2's
+`Conv1D` linears are turned into `nn.Linear` first (the same function).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from torch import nn
 
 from ember.passes.decoders.layouts import DecoderLayout
 from ember.passes.spike.linear import SpikeLinear
-from ember.passes.spike.quantizers import column_limits, gptq, round_to_grid, row_scales
+from ember.passes.spike.quantizers import (
+    column_limits,
+    gptq,
+    round_to_grid,
+    step_matrix,
+    weight_scales,
+)
 from ember.passes.spike.saliency import (
     GramCollector,
     activation_saliency,
@@ -42,6 +49,8 @@ CHUNK = 4  # calibration windows per forward
 class SpikePlan:
     w_bits: int  # ignored for ternary grids
     a_bits: int  # 0: float activations
+    group: int  # 0: one weight step per output row; g: per row and block of g inputs
+    head: bool  # the LM head too (no salient channels)
     weight_quant: str  # rtn | gptq | ternary | ternary-rtn
     salient_frac: float
     steps: int
@@ -78,7 +87,28 @@ def spike_llm(lm: nn.Module, layout: DecoderLayout, plan: SpikePlan, windows: to
                     block, names, collector, plan, generator, prefix=f"layers.{index}"))
             hidden = _run_block(block, hidden, kwargs)
             bar.update(1)
+    if plan.head:
+        stats["layers"]["lm_head"] = _quantize_head(lm, layout, plan, hidden)
     return stats
+
+
+def _quantize_head(lm: nn.Module, layout: DecoderLayout, plan: SpikePlan,
+                   hidden: torch.Tensor) -> dict[str, Any]:
+    """The LM head as a SpikeLinear on the blocks' grid, without salient channels; GPTQ (when
+    the plan compensates) on the Gram of the final norm's outputs for the windows."""
+    head = lm.get_output_embeddings()
+    norm = lm.get_submodule(layout.final_norm)
+    with torch.no_grad():
+        x = torch.cat([norm(chunk) for chunk in hidden.split(CHUNK)])
+    x = x.reshape(-1, head.in_features).to(torch.float64)
+    weight = head.weight.detach().to(torch.float64)
+    codes, scale = _quantize_weight(weight, x.T @ x, x.shape[0], plan, None)
+    module = SpikeLinear(codes, scale, head.bias, torch.empty(0, dtype=torch.long),
+                         plan.a_bits, plan.steps, plan.decoupled)
+    lm.set_output_embeddings(module)
+    lm.config.tie_word_embeddings = False  # the head no longer shares the embedding's tensor
+    return {"in": head.in_features, "out": head.out_features, "salient_activation_channels": 0,
+            "salient_weight_columns": 0}
 
 
 def _quantize_group(block: nn.Module, names: tuple[str, ...], collector: GramCollector,
@@ -130,11 +160,12 @@ def _weight_mask(weight: torch.Tensor, gram: torch.Tensor, tokens: int, plan: Sp
 def _quantize_weight(weight: torch.Tensor, gram: torch.Tensor, tokens: int, plan: SpikePlan,
                      columns: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     grid = "ternary" if plan.ternary else "int"
-    scale = row_scales(weight, grid, plan.w_bits)
+    scale = weight_scales(weight, grid, plan.w_bits, plan.group)
+    steps = step_matrix(scale, weight.shape[1]) if plan.group else scale
     limits = column_limits(weight.shape[1], grid, plan.w_bits, columns, plan.steps)
     if plan.compensated:
-        return gptq(weight, gram, tokens, scale, limits), scale
-    return round_to_grid(weight, scale, limits), scale
+        return gptq(weight, gram, tokens, steps, limits), scale
+    return round_to_grid(weight, steps, limits), scale
 
 
 def _block_inputs(first: nn.Module, lm: nn.Module, windows: torch.Tensor

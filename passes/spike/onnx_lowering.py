@@ -14,7 +14,9 @@ Clip (TVM's importer turns the variadic Min/Max into a stack its layout pass rej
 Salient codes above 255 (a = 8 with T_s >= 2) are emitted as T_s burst spikes concatenated
 along K against T_s copies of Wq_Sᵀ (channel expansion): one uint8 MatMulInteger with
 K = T_s |S|. `ember::weight_only_linear` becomes
-Cast(Wqᵀ) * s -> MatMul -> Add: weight-only work that runtimes fold at load. (Not
+Cast(Wqᵀ) * s -> MatMul -> Add (block-wise steps: Cast -> Reshape (blocks, g, out) -> Mul by
+s (blocks, 1, out) -> Reshape (in, out)): weight-only work that runtimes fold at load, and that
+the `cpu` target turns into ONNX Runtime's 4-bit MatMulNBits (targets/onnxruntime_nbits.py). (Not
 DequantizeLinear -> MatMul: ONNX Runtime rewrites that pair into a product that quantizes the
 activations too, 0.09 off on a 64-wide layer.)
 
@@ -107,9 +109,17 @@ def _burst(codes, weight_t, steps: int, top: int):
 
 
 def _weight_only_linear(x, codes_t, weight_scale, bias):
+    from onnxscript import ir
     from onnxscript import opset18 as op
 
-    weight = op.Mul(op.Cast(codes_t, to=1), weight_scale)  # 1: FLOAT; folded once at load
+    weight = op.Cast(codes_t, to=1)  # 1: FLOAT; the chain is folded once at load
+    if len(weight_scale.shape) == 1:
+        return op.Add(op.MatMul(x, op.Mul(weight, weight_scale)), bias)
+    (d_in, d_out), blocks = codes_t.shape, weight_scale.shape[0]
+    shape = op.Constant(value=ir.tensor(np.array([blocks, d_in // blocks, d_out], np.int64)))
+    steps = op.Unsqueeze(weight_scale, op.Constant(value=ir.tensor(np.array([1], np.int64))))
+    weight = op.Reshape(op.Mul(op.Reshape(weight, shape), steps),
+                        op.Constant(value=ir.tensor(np.array([d_in, d_out], np.int64))))
     return op.Add(op.MatMul(x, weight), bias)
 
 

@@ -7,10 +7,14 @@ GPTQ error compensation, `ternary-rtn` without), per-token `a_bits` activations 
 and `salient_frac` of the input channels spiking `salient_steps` times. For integer weights
 the salient channels are activation channels (first-order score, shared by q/k/v and by
 gate/up); for ternary weights they are weight columns (OBS score) with up to `salient_steps`
-ternary planes. `saliency=random` picks as many channels at random (the ablation).
-`group_scales=shared` gives both channel groups the token's whole range (the paper),
-`separate` gives each group its own. `embedding_bits=16` (default) rounds the embedding and
-LM head, which stay float, to fp16 values so the artifact stores them in half the bytes;
+ternary planes. Weight-only layers (`a_bits=16`) may take one weight step per output and per
+block of `w_group` inputs (16..256, a power of two: the block-wise int4 layout of ONNX Runtime's
+MatMulNBits and llama.cpp's Q4 formats) instead of one per output row. `lm_head=true` quantizes
+the LM head too, on the same grid and activations, without salient channels.
+`saliency=random` picks as many channels at random (the ablation). `group_scales=shared` gives
+both channel groups the token's whole range (the paper), `separate` gives each group its own.
+`embedding_bits=16` (default) rounds the embedding and the float LM head to fp16 values so the
+artifact stores them in half the bytes;
 `32` keeps them as loaded.
 
 Calibration reads `calib_windows` random windows of `calib_seq` tokens from the first half of
@@ -39,6 +43,7 @@ from ember.passes.spike.report import spike_report
 WEIGHT_QUANT = ("rtn", "gptq", "ternary", "ternary-rtn")
 W_BITS = (2, 3, 4, 5, 6, 7, 8)
 A_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+W_GROUPS = (0, 16, 32, 64, 128, 256)  # 0: one step per output row
 SALIENCY = ("grad1", "random")
 GROUP_SCALES = ("shared", "separate")
 
@@ -47,6 +52,8 @@ GROUP_SCALES = ("shared", "separate")
 class SpikeQuantization:
     w_bits: int = 4
     a_bits: int = 4
+    w_group: int = 0
+    lm_head: bool = False
     weight_quant: str = "rtn"
     salient_frac: float = 0.1
     salient_steps: int = 2
@@ -62,7 +69,16 @@ class SpikeQuantization:
     def __post_init__(self) -> None:
         _one_of("w_bits", self.w_bits, W_BITS)
         _one_of("a_bits", self.a_bits, A_BITS)
+        _one_of("w_group", self.w_group, W_GROUPS)
         _one_of("weight_quant", self.weight_quant, WEIGHT_QUANT)
+        if not isinstance(self.lm_head, bool):
+            raise ValueError(f"lm_head must be true or false, got {self.lm_head!r}")
+        if self.lm_head and self.weight_quant not in ("rtn", "gptq"):
+            raise ValueError("lm_head=true quantizes the head on an integer grid: "
+                             "weight_quant=rtn or gptq")
+        if self.w_group and (self.a_bits != 16 or self.weight_quant not in ("rtn", "gptq")):
+            raise ValueError("w_group (block-wise weight steps) needs weight-only layers: "
+                             "a_bits=16 and weight_quant=rtn or gptq")
         _one_of("saliency", self.saliency, SALIENCY)
         _one_of("group_scales", self.group_scales, GROUP_SCALES)
         _one_of("embedding_bits", self.embedding_bits, (16, 32))
@@ -111,14 +127,18 @@ class SpikeQuantization:
         model = copy.deepcopy(model)  # the caller's model stays as it was (like every pass)
         lm, layout = _causal_lm(model)
         linearize(lm)  # GPT-2's Conv1D: the same function as nn.Linear (passes/decoders)
+        _check_layout(lm, layout, self.w_group, self.lm_head)
         windows = self._windows(lm, ctx)
         plan = SpikePlan(w_bits=self.w_bits, a_bits=0 if self.a_bits == 16 else self.a_bits,
+                         group=self.w_group, head=self.lm_head,
                          weight_quant=self.weight_quant, salient_frac=self.salient_frac,
                          steps=self.salient_steps, saliency=self.saliency,
                          decoupled=self.group_scales == "separate", seed=self.seed)
         torch.manual_seed(self.seed)
         stats = spike_llm(lm, layout, plan, windows, ctx.progress)
         stats["embedding_bits"] = self.embedding_bits
+        if self.lm_head:
+            stats["kept_float"] = [k for k in stats["kept_float"] if k != "lm_head"]
         if self.embedding_bits == 16:
             _round_to_half(lm)
         for module in model.modules():
@@ -144,8 +164,27 @@ def _round_to_half(lm: nn.Module) -> None:
     <= 2^-11 per weight; with 4-bit linears the fp32 embedding would be 2/3 of the file."""
     with torch.no_grad():
         for module in (lm.get_input_embeddings(), lm.get_output_embeddings()):
-            if module is not None:
+            if isinstance(module, (nn.Embedding, nn.Linear)):  # a quantized head has codes
                 module.weight.copy_(module.weight.half().float())
+
+
+def _check_layout(lm: nn.Module, layout: DecoderLayout, group: int, head: bool) -> None:
+    """Refuse, before any calibration, a head that is not a linear layer (`lm_head=true`) and
+    layers whose inputs do not split into whole blocks of `group`."""
+    output = lm.get_output_embeddings()
+    if head and not isinstance(output, nn.Linear):
+        raise UnsupportedModelError(f"spike: lm_head=true needs a linear LM head; this model's "
+                                    f"is {type(output).__name__}")
+    if not group:
+        return
+    linears = [(f"{layout.blocks}.{i}.{name}", block.get_submodule(name))
+               for i, block in enumerate(lm.get_submodule(layout.blocks))
+               for names in layout.input_groups for name in names]
+    for name, linear in [*linears, *([("lm_head", output)] if head else [])]:
+        if linear.in_features % group:
+            raise UnsupportedModelError(f"spike: w_group={group} does not divide the "
+                                        f"{linear.in_features} inputs of {name}; pick a block "
+                                        f"size that does")
 
 
 def _one_of(name: str, value: object, allowed: tuple) -> None:

@@ -12,6 +12,11 @@ are bit-identical in torch and in ONNX Runtime (fp32 division, round half to eve
 Weights, per output row, symmetric (spec: recommended for integer kernels):
 
     w_bits b:  s_i = max_j |w_ij| / L,  L = 2^(b-1) - 1,  q_ij = clamp(round(w_ij / s_i), ±L)
+
+or, weight-only with `group` g, one step per row and per run of g input columns (the block-wise
+layout of ONNX Runtime's MatMulNBits and of llama.cpp's Q4 formats):
+
+    s_ik = max_{j in block k} |w_ij| / L,   q_ij = clamp(round(w_ij / s_i,k(j)), ±L)
     ternary:   θ_i = mean_j |w_ij| (absmean),           q_ij = clamp(round(w_ij / θ_i), ±T_j)
 
 with T_j = T_s on salient weight columns and 1 elsewhere (ternary GIF with T_j steps).
@@ -44,6 +49,23 @@ def row_scales(weight: torch.Tensor, grid: str, bits: int) -> torch.Tensor:
     return weight.abs().amax(dim=1).clamp_min(1e-12) / weight_levels(bits)
 
 
+def weight_scales(weight: torch.Tensor, grid: str, bits: int, group: int = 0) -> torch.Tensor:
+    """`row_scales` (out,) when `group` is 0; else the block steps (in / group, out), laid out
+    as the transposed codes (in, out) the layers store are: block k is rows k·g..(k+1)·g - 1."""
+    if not group:
+        return row_scales(weight, grid, bits)
+    d_out, d_in = weight.shape
+    blocks = weight.abs().reshape(d_out, d_in // group, group).amax(dim=2)
+    return (blocks.clamp_min(1e-12) / weight_levels(bits)).T.contiguous()
+
+
+def step_matrix(scale: torch.Tensor, d_in: int) -> torch.Tensor:
+    """The step of every weight (out, in): a row's step, or its block's."""
+    if scale.dim() == 1:
+        return scale[:, None].expand(-1, d_in)
+    return scale.T.repeat_interleave(d_in // scale.shape[0], dim=1)
+
+
 def column_limits(d_in: int, grid: str, bits: int, salient_columns: torch.Tensor | None,
                   steps: int) -> torch.Tensor:
     """Largest |code| per input column: 2^(b-1) - 1, or T_j for ternary (T_s on salient)."""
@@ -56,15 +78,18 @@ def column_limits(d_in: int, grid: str, bits: int, salient_columns: torch.Tensor
 
 
 def round_to_grid(weight: torch.Tensor, scale: torch.Tensor, limits: torch.Tensor) -> torch.Tensor:
-    """q = clamp(round(w / s), -limit_j, limit_j) for a whole matrix (RTN)."""
-    codes = torch.round(weight / scale[:, None])
+    """q = clamp(round(w / s), -limit_j, limit_j) for a whole matrix (RTN); `scale` per row
+    (out,) or per weight (out, in)."""
+    codes = torch.round(weight / (scale[:, None] if scale.dim() == 1 else scale))
     return torch.maximum(torch.minimum(codes, limits[None, :]), -limits[None, :])
 
 
 def gptq(weight: torch.Tensor, gram: torch.Tensor, tokens: int, scale: torch.Tensor,
          limits: torch.Tensor, progress: Callable[[], None] = lambda: None) -> torch.Tensor:
-    """Integer codes of `weight` (out, in) on the grid `scale` (per row) and `limits` (per
-    column), with GPTQ error compensation under H = 2 G / N (float64 throughout)."""
+    """Integer codes of `weight` (out, in) on the grid `scale` (per row (out,), or per weight
+    (out, in): block steps fixed from the original weights before compensation, AutoGPTQ's
+    "static groups") and `limits` (per column), with GPTQ error compensation under
+    H = 2 G / N (float64 throughout)."""
     w = weight.to(torch.float64).clone()
     upper = inverse_hessian_factor(gram, tokens)
     dead = torch.diagonal(gram) == 0
@@ -79,9 +104,10 @@ def gptq(weight: torch.Tensor, gram: torch.Tensor, tokens: int, scale: torch.Ten
         for i in range(stop - start):
             column = block[:, i]
             limit = limits[start + i]
-            q = torch.clamp(torch.round(column / scale), -limit, limit)
+            step = scale if scale.dim() == 1 else scale[:, start + i]
+            q = torch.clamp(torch.round(column / step), -limit, limit)
             codes[:, start + i] = q
-            err = (column - scale * q) / factor[i, i]
+            err = (column - step * q) / factor[i, i]
             block[:, i:] -= err[:, None] * factor[i, i:][None, :]
             errors[:, i] = err
         w[:, stop:] -= errors @ upper[start:stop, stop:]

@@ -95,6 +95,33 @@ def test_exact_model_equals_its_fake_quantized_twin():
     assert torch.allclose(exact, fake, atol=2e-3, rtol=1e-3)
 
 
+def test_block_wise_weight_steps_and_a_quantized_head():
+    model, result = _spiked(a_bits=16, w_bits=4, w_group=32, weight_quant="gptq", lm_head=True)
+    layers = [m for m in model.modules() if isinstance(m, SpikeLinear)]
+    assert len(layers) == 2 * 7 + 1 and model.lm.lm_head in layers
+    assert "lm_head" not in result.stats["kept_float"] and "lm_head" in result.stats["layers"]
+    assert isinstance(model.lm.model.embed_tokens, torch.nn.Embedding)  # the input side stays
+    for layer in layers:
+        blocks = layer.in_features // 32
+        assert layer.weight_group == 32 and layer.weight_scale.shape == (blocks,
+                                                                       layer.out_features)
+        codes = layer.codes().to(torch.float64).T.reshape(blocks, 32, -1)
+        assert codes.abs().max() <= 7
+        # GPTQ moves codes, but the block steps are each block's own max |w| / 7: a block's
+        # largest code reaches 6 or 7 (never far below, as one step per row would give)
+        assert codes.abs().amax(1).min() >= 6
+    ids = torch.randint(0, 256, (1, 24), generator=torch.Generator().manual_seed(3))
+    exact = model(ids)
+    for layer in layers:
+        layer.exact = False
+    assert torch.allclose(exact, model(ids), atol=1e-4, rtol=1e-4)  # one weight function
+
+
+def test_block_sizes_must_divide_every_layer():
+    with pytest.raises(UnsupportedModelError, match="w_group=256 does not divide the 64 inputs"):
+        SpikeQuantization(**CALIB, a_bits=16, w_group=256)(_model(), PassContext())
+
+
 def test_non_language_models_are_declined():
     cnn = tiny_cnn("builtin:tiny-cnn", ExampleSpec(), seed=0).module
     with pytest.raises(UnsupportedModelError, match="causal language models"):
@@ -103,7 +130,9 @@ def test_non_language_models_are_declined():
 
 @pytest.mark.parametrize("bad", [{"w_bits": 9}, {"a_bits": 12}, {"salient_frac": 1.0},
                                  {"weight_quant": "awq"}, {"kv": True},
-                                 {"group_scales": "mixed"}])
+                                 {"group_scales": "mixed"}, {"w_group": 48},
+                                 {"w_group": 32, "a_bits": 8}, {"lm_head": "yes"},
+                                 {"lm_head": True, "weight_quant": "ternary"}])
 def test_bad_options_say_what_is_wrong(bad):
     with pytest.raises(ValueError):
         SpikeQuantization(**bad)
@@ -137,6 +166,42 @@ def test_cli_compiles_a_verified_integer_artifact(tmp_path, capsys):
     ref = np.load(out / "reference_io.npz")
     got = session.run({"input_ids": ref["input:input_ids"]})
     np.testing.assert_allclose(got["logits"], ref["output:logits"], atol=1e-4)
+
+
+def test_weight_only_artifacts_run_matmul_nbits(tmp_path, capsys):
+    """4-bit weight-only layers and head: MatMulNBits with int8 activation blocks (within the
+    stated floor), with float blocks (the layer's own function), or the standard ops."""
+    import onnx
+
+    options = "a_bits=16,w_group=32,lm_head=true,data=random,calib_windows=4,calib_seq=32"
+    errors = {}
+    for kind in ("int8", "float", "standard"):
+        out = tmp_path / kind
+        code = main(["compile", "--model", "builtin:tiny-llama", "--pass", f"spike:{options}",
+                     "--target-option", f"int4_products={kind}", "-o", str(out), "--quiet"])
+        assert code == 0, capsys.readouterr().err
+        manifest = json.loads((out / "manifest.json").read_text())
+        ops = [n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node]
+        expected = 0 if kind == "standard" else 2 * 7 + 1
+        assert ops.count("MatMulNBits") == expected
+        assert manifest["target_info"]["int4_products"] == {"kind": kind,
+                                                            "matmul_nbits": expected}
+        errors[kind] = manifest["verification"]["outputs"]["logits"]["max_abs"]
+    assert errors["float"] < 1e-5 and errors["standard"] < 1e-5
+    assert 1e-4 < errors["int8"]  # the activations were rounded: the fast path was taken
+
+
+@pytest.mark.parametrize(("target", "options", "message"), [
+    ("fpga", "a_bits=16,w_group=32", "block-wise weight steps (spike w_group) have no integer"),
+    ("gpu", "lm_head=true", "a quantized LM head (spike lm_head=true) has no kernel")])
+def test_targets_without_the_kernel_decline_in_one_line(tmp_path, capsys, target, options,
+                                                         message):
+    code = main(["compile", "--model", "builtin:tiny-llama", "--pass",
+                 f"spike:{options},data=random,calib_windows=4,calib_seq=32", "--target", target,
+                 "-o", str(tmp_path / "x"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_declines_a_cnn_with_exit_code_2(tmp_path, capsys):

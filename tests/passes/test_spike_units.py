@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ember.passes.spike.linear import SpikeLinear
 from ember.passes.spike.neurons import burst, gif_step, ternary_planes
-from ember.passes.spike.quantizers import gptq, round_to_grid
+from ember.passes.spike.quantizers import gptq, round_to_grid, step_matrix, weight_scales
 from ember.passes.spike.saliency import (
     GramCollector,
     activation_saliency,
@@ -114,6 +114,37 @@ def test_gptq_beats_round_to_nearest_on_correlated_inputs():
 
     def err(q):
         return ((x @ (w - q * scale[:, None]).T) ** 2).mean()
+
+    assert err(comp) < 0.8 * err(rtn)
+
+
+def test_block_steps_are_each_blocks_own_range():
+    torch.manual_seed(5)
+    w = torch.randn(6, 64, dtype=torch.float64)
+    w[2, 40] = 50.0  # one outlier: only its own block's step grows
+    scale = weight_scales(w, "int", 4, group=16)
+    assert scale.shape == (4, 6)
+    assert scale[2, 2] == pytest.approx(50.0 / 7)
+    assert scale[:, 2].tolist().count(scale[2, 2].item()) == 1
+    steps = step_matrix(scale, 64)
+    assert steps.shape == (6, 64) and torch.equal(steps[2, 32:48], scale[2, 2].expand(16))
+    codes = round_to_grid(w, steps, torch.full((64,), 7.0, dtype=torch.float64))
+    assert (w - codes * steps).abs().max() <= steps.max() / 2 + 1e-12
+    assert torch.equal(weight_scales(w, "int", 4), w.abs().amax(1) / 7)  # group 0: per row
+
+
+def test_gptq_with_block_steps_beats_round_to_nearest():
+    torch.manual_seed(6)
+    x = torch.randn(2000, 64, dtype=torch.float64) @ torch.randn(64, 64, dtype=torch.float64)
+    w = torch.randn(16, 64, dtype=torch.float64)
+    steps = step_matrix(weight_scales(w, "int", 4, group=32), 64)
+    limits = torch.full((64,), 7.0, dtype=torch.float64)
+    rtn = round_to_grid(w, steps, limits)
+    comp = gptq(w, x.T @ x, 2000, steps, limits)
+    assert comp.abs().max() <= 7 and torch.equal(comp, comp.round())
+
+    def err(q):
+        return ((x @ (w - q * steps).T) ** 2).mean()
 
     assert err(comp) < 0.8 * err(rtn)
 

@@ -128,6 +128,18 @@ def test_spiking_llama_compiles_with_integer_projections(tmp_path, capsys):
         assert outputs["logits"]["max_abs"] < 1e-4
 
 
+def test_block_wise_weight_only_projections_run_dequantized(tmp_path, capsys):
+    code, err = _compile(tmp_path, capsys, "--model", "builtin:tiny-llama", "--pass",
+                         "spike:a_bits=16,w_group=32,data=random,calib_windows=4,calib_seq=32")
+    assert code == 0, err
+    program = json.loads((tmp_path / "a/gpu/program.json").read_text())
+    kinds = {entry["kind"] for layer in program["layers"] for entry in layer["linears"].values()}
+    assert kinds == {"weight_only"}
+    outputs = json.loads((tmp_path / "a/manifest.json").read_text())["verification"]["outputs"]
+    if NO_GPU:  # a per-row step where a block's belongs would be far off
+        assert outputs["logits"]["max_abs"] < 1e-4
+
+
 @pytest.mark.skipif(not NO_GPU, reason="checks the message of a machine without a GPU")
 def test_running_without_a_gpu_exits_2_with_one_line(tmp_path, capsys):
     code, err = _compile(tmp_path, capsys, "--model", "builtin:tiny-cnn")

@@ -41,6 +41,11 @@ ROWS: dict[str, list[str]] = {
     "fp32": [],
     "w8a8": ["spike:w_bits=8,a_bits=8,salient_frac=0,data=text:pydoc,calib_windows=8"],
     "pat-hidden25": ["prune:method=pat,ratio=0.25,scope=hidden,steps=8,data=text:pydoc"],
+    # 4-bit weight-only (MatMulNBits, int8 activation blocks), the head float or 4-bit too
+    "w4": ["spike:w_bits=4,a_bits=16,w_group=32,weight_quant=gptq,data=text:pydoc,"
+           "calib_windows=8"],
+    "w4-head": ["spike:w_bits=4,a_bits=16,w_group=32,weight_quant=gptq,lm_head=true,"
+                "data=text:pydoc,calib_windows=8"],
 }
 
 Run = tuple[float, float, list[int]]  # ms to first token, ms of the decode steps, tokens

@@ -10,6 +10,10 @@ of the Jargon File and the `pydoc_data` topics (cross domain), up to `--windows`
 "1 + p (T_s - 1)").
 
     python -m ember.tools.research.bench_spike_quality OUT [--rows w8a8,w4a4,w4a4-salient]
+        [--calib-data kjv] [--corpora kjv,jargon,pydoc]
+
+`--calib-data` and `--corpora` pick other installed corpora (the KJV is an optional asset:
+`make assets-text`); the "vs fp32" column compares the first corpus of `--corpora`.
 
 Results land in OUT/<row>.json (a rerun skips rows already there) and the table on stdout.
 """
@@ -53,6 +57,13 @@ ROWS: dict[str, dict | None] = {  # row -> spike pass settings (None: fp32 as lo
     "ternary-rtn-salient": {"a_bits": 16, "weight_quant": "ternary-rtn", "salient_frac": 0.1},
     "ternary-gptq": {"a_bits": 16, "weight_quant": "ternary", "salient_frac": 0.0},
     "ternary-gptq-salient": {"a_bits": 16, "weight_quant": "ternary", "salient_frac": 0.1},
+    # 4-bit weight-only (float activations): one step per row (plain RTN), per block of 32
+    "w4a16-rtn": {"a_bits": 16, "salient_frac": 0.0},
+    "w4g32-rtn": {"a_bits": 16, "salient_frac": 0.0, "w_group": 32},
+    "w4g32-gptq": {"a_bits": 16, "salient_frac": 0.0, "w_group": 32, "weight_quant": "gptq"},
+    "w4g32-gptq-head": {"a_bits": 16, "salient_frac": 0.0, "w_group": 32,
+                        "weight_quant": "gptq", "lm_head": True},
+    "w4g32-rtn-head": {"a_bits": 16, "salient_frac": 0.0, "w_group": 32, "lm_head": True},
 }
 
 
@@ -62,8 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     lm, tokenizer = load_smollm2()
+    corpora = args.corpora.split(",")
     windows = {name: metrics.heldout_text_windows(name, tokenizer, WINDOW, args.windows)
-               for name in CORPORA}
+               for name in corpora}
     for row in args.rows.split(","):
         if row not in ROWS:
             raise SystemExit(f"unknown row {row!r}; rows: {', '.join(ROWS)}")
@@ -71,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             _run_row(row, lm, tokenizer, windows, args, out)
     records = [json.loads((out / f"{r}.json").read_text()) for r in ROWS
                if (out / f"{r}.json").exists()]
-    print(_table(records))
+    print(_table(records, corpora))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,6 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rows", default=",".join(ROWS))
     parser.add_argument("--windows", type=int, default=16, help="eval windows per corpus")
     parser.add_argument("--calib-windows", type=int, default=32)
+    parser.add_argument("--calib-data", default="kjv", help="calibration corpus")
+    parser.add_argument("--corpora", default=",".join(CORPORA), help="scored corpora")
     parser.add_argument("--threads", type=int, default=2)
     return parser
 
@@ -89,8 +103,8 @@ def _run_row(row: str, lm, tokenizer, windows, args, out: Path) -> None:
     start = time.perf_counter()
     model, stats = CausalLMLogits(lm), {}
     if settings is not None:
-        spike = SpikeQuantization(**settings, data="text:kjv", calib_windows=args.calib_windows,
-                                  calib_seq=WINDOW)
+        spike = SpikeQuantization(**settings, data=f"text:{args.calib_data}",
+                                  calib_windows=args.calib_windows, calib_seq=WINDOW)
         result = spike(CausalLMLogits(lm), PassContext(progress=Progress(verbose=True),
                                                        data=LocalData(tokenizer)))
         model, stats = result.model, result.stats  # the pass leaves `lm` as it was
@@ -118,16 +132,19 @@ def _perplexity(model, windows: np.ndarray) -> float:
     return metrics.perplexity(lambda ids: model(torch.from_numpy(ids)).numpy(), windows)
 
 
-def _table(records: list[dict]) -> str:
+def _table(records: list[dict], corpora: list[str]) -> str:
     base = {r["row"]: r for r in records}
-    lines = [f"| row | {' | '.join(f'ppl {c}' for c in CORPORA)} | KJV vs fp32 | ops vs uniform "
-             "| act bits | weight bits | energy vs fp32 (est.) |", "|---" * (7 + len(CORPORA) - 1)
-             + "|"]
+    first = corpora[0]
+    lines = [f"| row | {' | '.join(f'ppl {c}' for c in corpora)} | {first} vs fp32 | ops vs "
+             "uniform | act bits | weight bits | energy vs fp32 (est.) |",
+             "|---" * (7 + len(corpora) - 1) + "|"]
     fp32 = base.get("fp32")
     for r in records:
         ppl = r["perplexity"]
-        rel = f"{ppl['kjv'] / fp32['perplexity']['kjv'] - 1:+.1%}" if fp32 else "-"
-        cells = " | ".join(f"{ppl[c]:.2f}" for c in CORPORA)
+        if any(c not in ppl for c in corpora):
+            continue  # a row scored on other corpora (an earlier run into the same OUT)
+        rel = f"{ppl[first] / fp32['perplexity'][first] - 1:+.1%}" if fp32 else "-"
+        cells = " | ".join(f"{ppl[c]:.2f}" for c in corpora)
         lines.append(f"| {r['row']} | {cells} | {rel} | {r['ops_ratio']:.3f} | "
                      f"{r['activation_bits']:.2f} | {r['weight_bits']:.2f} | "
                      f"{r['energy_ratio']:.3f} |")

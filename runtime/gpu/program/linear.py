@@ -67,14 +67,24 @@ class WeightOnlyLinear(torch.nn.Module):
                  dtype: torch.dtype) -> None:
         super().__init__()
         codes = codes_t.T.contiguous()  # (N, K) int8
-        self.weight = (codes.float() * scale.float()[:, None]).to(dtype)
+        self.weight = (codes.float() * _steps(scale.float(), codes.shape[1])).to(dtype)
         self.bias = bias.to(dtype)
-        self.packed = packed_rows(codes, scale) if _decode_kernels(codes, dtype) else None
+        # the int4 GEMV repacks per-row steps; block-wise steps (in / g, out) run dequantized
+        per_row = scale.dim() == 1
+        self.packed = packed_rows(codes, scale) if per_row and _decode_kernels(codes, dtype) \
+            else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None and x.is_cuda and _tokens(x) == 1:
             return _gemv(x, self.packed, self.bias)
         return F.linear(x, self.weight, self.bias)
+
+
+def _steps(scale: torch.Tensor, d_in: int) -> torch.Tensor:
+    """Each weight's step (N, K): a row's (N,) or its block's ((K / g, N) block steps)."""
+    if scale.dim() == 1:
+        return scale[:, None]
+    return scale.T.repeat_interleave(d_in // scale.shape[0], dim=1)
 
 
 class SpikeGpuLinear(torch.nn.Module):
