@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ember.errors import ArtifactError
+from ember.runtime.engines import shared_cores
 from ember.runtime.manifest import payload_path
 
 
@@ -53,6 +54,7 @@ class TvmEngine:
     def __init__(self, folder: Path, manifest: dict[str, Any], *, threads: int | None = None,
                  device: str | None = None) -> None:  # device: runs on the host CPU
         tvm, relax = import_tvm()
+        shared_cores.tvm_opened()  # ONNX Runtime sessions stop spinning between calls
         # TVM sizes its thread pool from TVM_NUM_THREADS when the pool first starts, and
         # otherwise counts physical cores only (1 of 2 here): use every core we may run on,
         # as ONNX Runtime does, unless the caller or the environment says otherwise

@@ -23,6 +23,11 @@ inlined where that is legal; padding is computed per tile into a small local buf
 bounds checks run once per padded element instead of on every load of the micro-kernel;
 fused epilogues are inlined into the write-back.
 
+A function with fewer than PARALLEL_MIN_ITERATIONS loop iterations gets the same schedule on
+one thread (no parallel loop, and DLight's rules, which parallelize, pass it by): a
+thread-pool fork-join costs more than such a kernel, and when another process keeps a
+worker's core busy, every parallel region waits a scheduler time slice for it.
+
 Weight-only computations (layout transforms of conv kernels) are lifted out of `main` into
 `main_transform_params`, which the runtime runs once when it loads the artifact.
 
@@ -38,20 +43,25 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEDULE_VERSION = "ember-cpu-5"  # recorded in manifests; bump when the rules change
+SCHEDULE_VERSION = "ember-cpu-6"  # recorded in manifests; bump when the rules change
 MAX_VECTORS_PER_TILE = 4
 ROW_TILES = (4, 2, 1)
 # vector registers a micro-kernel's accumulators may take: half the file (AVX-512 has 32,
 # AVX2 and SSE 16), the rest holding the weight vectors and the broadcast input
 ACCUMULATOR_SHARE = 2
+#: a function of fewer loop iterations (summed over its blocks; multiply-adds for a product)
+#: runs on one thread: a parallel region costs a fork-join of TVM's thread pool, which is
+#: more than such a kernel takes when the cores are free, and a scheduler time slice when a
+#: worker's core is busy with another process (see BENCHMARKS.md "Under load")
+PARALLEL_MIN_ITERATIONS = 1 << 18
 
 
 def schedule_rules(vector_bytes: int) -> list[Any]:
     """The DLight rules, in the order they are tried on each TIR function."""
     from tvm.s_tir import dlight
 
-    return [Contraction(vector_bytes), Guarded(dlight.cpu.GEMV()),
-            Guarded(RowsOnly(dlight.cpu.Reduction())), Spatial(vector_bytes)]
+    return [Contraction(vector_bytes), Guarded(LargeOnly(dlight.cpu.GEMV())),
+            Guarded(LargeOnly(RowsOnly(dlight.cpu.Reduction()))), Spatial(vector_bytes)]
 
 
 def front_passes(target: Any, fast_math: bool = True, layout: bool = True) -> list[Any]:
@@ -124,6 +134,36 @@ class RowsOnly:
         if reductions and all(_rows(sch, b) == 1 for b in reductions):
             return None
         return self.rule.apply(func, target, tunable)
+
+
+class LargeOnly:
+    """A DLight rule (which parallelizes what it schedules) kept off functions too small to
+    share (`_one_thread`): those go on to Spatial, which schedules them on one thread."""
+
+    def __init__(self, rule: Any) -> None:
+        self.rule = rule
+
+    def apply(self, func: Any, target: Any, tunable: bool) -> Any:
+        from tvm import s_tir, tirx
+
+        if not isinstance(func, tirx.PrimFunc) or _one_thread(s_tir.Schedule(func)):
+            return None
+        return self.rule.apply(func, target, tunable)
+
+
+def _one_thread(sch: Any) -> bool:
+    """Whether the function's loop iterations, summed over its blocks, are fewer than
+    PARALLEL_MIN_ITERATIONS (symbolic extents: sized at run time, never)."""
+    total = 0
+    for block in _root_blocks(sch):
+        count = 1
+        for loop in sch.get_loops(block):
+            extent = _extent(sch, loop)
+            if extent is None:
+                return False
+            count *= extent
+        total += count
+    return total < PARALLEL_MIN_ITERATIONS
 
 
 def _rows(sch: Any, block: Any) -> int | None:
@@ -216,12 +256,14 @@ class Contraction(_Rule):
         extents = [_extent(sch, loop) for loop in loops]
         if None in extents or not self._vector_width(extents[n_spatial - 1]):
             return False
+        one_thread = _one_thread(sch)
         padding = _inline_spatial_neighbours(sch, main)
-        self._tile(sch, main, n_spatial, padding)
+        self._tile(sch, main, n_spatial, padding, one_thread)
         Spatial(self.vector_bytes).schedule(sch)  # loop nests left outside the contraction
         return True
 
-    def _tile(self, sch: Any, main: Any, n_spatial: int, padding: list[Any]) -> None:
+    def _tile(self, sch: Any, main: Any, n_spatial: int, padding: list[Any],
+              one_thread: bool) -> None:
         loops = sch.get_loops(main)
         spatial, reduction = loops[:n_spatial], loops[n_spatial:]
         row = _row_loop(sch, main, n_spatial)
@@ -245,7 +287,8 @@ class Contraction(_Rule):
         _inline_epilogues(sch, acc)
         # parallel and vectorize while `main` is still a whole reduction block: the
         # primitives refuse subtrees that hold a decomposed update block
-        sch.parallel(sch.fuse(*outer, u0, v0))
+        if not one_thread:
+            sch.parallel(sch.fuse(*outer, u0, v0))
         self._vectorize(sch, v1)
         sch.unroll(u1)
         *_, write_inner = sch.get_loops(acc)
@@ -361,15 +404,15 @@ class Spatial(_Rule):
                     sch.compute_inline(block)
                 except Exception:  # e.g. a step whose output leaves the function: keep it
                     continue
-        done = False
+        done, one_thread = False, _one_thread(sch)
         for block in _root_blocks(sch):
             loops = sch.get_loops(block)
             if not loops or any(sch.get(loop).kind != 0 for loop in loops):
                 continue  # already scheduled (parallel / vectorized / unrolled)
-            done |= self._one(sch, block, loops)
+            done |= self._one(sch, block, loops, one_thread)
         return done
 
-    def _one(self, sch: Any, block: Any, loops: list[Any]) -> bool:
+    def _one(self, sch: Any, block: Any, loops: list[Any], one_thread: bool) -> bool:
         kinds = _iter_kinds(sch, block)
         n_spatial = kinds.index("R") if "R" in kinds else len(kinds)
         spatial = loops[:n_spatial]
@@ -381,18 +424,19 @@ class Spatial(_Rule):
             if extent is not None and extent % self.lanes == 0 and extent > self.lanes:
                 outer, inner = sch.split(fused, [None, self.lanes])
                 sch.vectorize(inner)
-                sch.parallel(outer)
+                _parallel(sch, outer, one_thread)
                 return True
-            _parallel(sch, fused)
+            _parallel(sch, fused, one_thread)
             return True
         if len(spatial) > 0:  # a reduction: parallel over its output rows
-            _parallel(sch, sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
+            _parallel(sch, sch.fuse(*spatial) if len(spatial) > 1 else spatial[0], one_thread)
             return True
         return False
 
 
-def _parallel(sch: Any, loop: Any) -> None:
-    """Parallel unless the loop runs once (a thread-pool launch per call of a scalar step
-    costs more than the step: decode graphs have dozens)."""
-    if _extent(sch, loop) != 1:
+def _parallel(sch: Any, loop: Any, one_thread: bool) -> None:
+    """Parallel unless the function is too small to share or the loop runs once (a
+    thread-pool launch per call of a scalar step costs more than the step: decode graphs
+    have dozens)."""
+    if not one_thread and _extent(sch, loop) != 1:
         sch.parallel(loop)

@@ -118,8 +118,16 @@ def test_fast_exp_is_accurate_and_flushes_to_zero():
     assert got[4093] == 1.0 and abs(got[4094] / ref[4094] - 1) <= 2e-7 and np.isfinite(got[4095])
 
 
+@pytest.fixture
+def parallel_everywhere(monkeypatch):
+    """The rules as they schedule functions big enough to share among threads."""
+    from ember.targets.tvm import schedules
+
+    monkeypatch.setattr(schedules, "PARALLEL_MIN_ITERATIONS", 0)
+
+
 @pytest.mark.parametrize("name", list(WORKLOADS))
-def test_rules_schedule_the_hot_functions(name):
+def test_rules_schedule_the_hot_functions(name, parallel_everywhere):
     from ember.runtime.engines.tvm_engine import import_tvm
     from ember.targets.tvm.prep import prepare_for_tvm
     from ember.targets.tvm.schedules import schedule_rules
@@ -237,7 +245,7 @@ def test_portable_baseline_and_unknown_cpu(tmp_path):
 
 
 @pytest.mark.parametrize("rows", [1, 4])
-def test_a_norm_sums_each_row_once(rows):
+def test_a_norm_sums_each_row_once(rows, parallel_everywhere):
     """RMSNorm of one decode token: DLight's reduction rule put the row's sum inside the
     parallel loop over its 576 outputs (each output summed the row again: 576x the work,
     and every thread writing one accumulator). One row now sums once, outside any parallel
@@ -261,3 +269,34 @@ def test_a_norm_sums_each_row_once(rows):
     loops = [sch.get(loop) for loop in sch.get_loops(sch.get_sblock("total"))]
     parallel = [int(loop.extent) for loop in loops if loop.kind == tirx.ForKind.PARALLEL]
     assert parallel == ([] if rows == 1 else [rows])
+
+
+@pytest.mark.parametrize(("rows", "columns", "parallel"), [(1, 256, False), (4, 64, False),
+                                                         (8, 512, True)])
+def test_only_functions_big_enough_to_share_run_in_parallel(rows, columns, parallel):
+    """Products of 131k and 16k multiply-adds (below PARALLEL_MIN_ITERATIONS, 262k) run on
+    one thread; one of 2.1M is split among threads. All are vectorized."""
+    import tvm
+    from tvm import s_tir, te, tirx
+    from tvm.s_tir import dlight
+
+    from ember.targets.tvm.schedules import (
+        PARALLEL_MIN_ITERATIONS,
+        _root_blocks,
+        schedule_rules,
+    )
+
+    a = te.placeholder((rows, 512), "float32", name="a")
+    b = te.placeholder((512, columns), "float32", name="b")
+    k = te.reduce_axis((0, 512), name="k")
+    c = te.compute((rows, columns), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="c")
+    assert (rows * columns * 512 >= PARALLEL_MIN_ITERATIONS) == parallel
+    with tvm.target.Target({"kind": "llvm", "mcpu": "x86-64-v3"}):
+        mod = dlight.ApplyDefaultSchedule(*schedule_rules(32))(
+            tvm.IRModule({"main": te.create_prim_func([a, b, c])}))
+    sch = s_tir.Schedule(mod)
+    kinds = {sch.get(loop).kind for block in _root_blocks(sch)
+             for loop in sch.get_loops(block)}
+    assert (tirx.ForKind.PARALLEL in kinds) == parallel
+    assert "T.vectorized" in mod["main"].script()
+
