@@ -9,6 +9,9 @@ always holds zero, [lo, hi] = [min(x, 0), max(x, 0)] over the group's channels:
 with top = A for plain channels and T·A for salient ones (T spikes of A each). With
 `decoupled` the plain and salient channel groups each get their own range; otherwise both
 share the token's range over all channels.
+
+Weights are integer codes times a step per output row, or (weight-only layers) per output and
+block of g consecutive inputs: `weight_steps` spreads either onto every weight.
 """
 
 from __future__ import annotations
@@ -48,3 +51,11 @@ def group_ranges(x: torch.Tensor, plain: torch.Tensor, salient: torch.Tensor,
         return {"plain": shared, "salient": shared}
     return {name: token_range_with_zero(part) for name, part in
             (("plain", plain), ("salient", salient)) if part.shape[-1]}
+
+
+def weight_steps(scale: torch.Tensor, d_in: int) -> torch.Tensor:
+    """Each weight's step (out, in): a row's (`scale` (out,)) or its block's (`scale`
+    (in / g, out), block k holding inputs k·g..(k+1)·g - 1)."""
+    if scale.dim() == 1:
+        return scale[:, None].expand(-1, d_in)
+    return scale.T.repeat_interleave(d_in // scale.shape[0], dim=1)

@@ -48,8 +48,7 @@ class WeightChain:
     nodes: list[Any]  # the chain's nodes, from the MatMul's weight input back
     constants: set[str]  # the initializers the chain reads
     codes: np.ndarray  # Q (in, out), int8 values in -8..7
-    steps: np.ndarray  # s (blocks, out), fp32
-    block: int  # inputs per step
+    steps: np.ndarray  # s (blocks, out), fp32: one block of all inputs for per-row steps
 
 
 def nbits_products(model: Any, compute: str) -> int:
@@ -62,6 +61,7 @@ def nbits_products(model: Any, compute: str) -> int:
         return 0
     folded = {id(node) for chain in chains for node in chain.nodes}
     nodes = [node for node in model.graph.node if id(node) not in folded]
+    position = {id(node): i for i, node in enumerate(nodes)}
     for chain in chains:
         packed, scales, block = _packed(chain)
         name = chain.product.input[1]
@@ -73,7 +73,7 @@ def nbits_products(model: Any, compute: str) -> int:
             list(chain.product.output), name=f"{chain.product.name}.nbits",
             domain="com.microsoft", K=d_in, N=d_out, bits=4, block_size=block,
             accuracy_level=ACCURACY[compute])
-        nodes[nodes.index(chain.product)] = replacement
+        nodes[position[id(chain.product)]] = replacement
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     _drop_unused(model.graph, set().union(*(chain.constants for chain in chains)))
@@ -134,7 +134,7 @@ def _match(product: Any, nodes: list[Any], arrays: dict[str, np.ndarray]) -> Wei
               * steps[:, None, :]).reshape(d_in, d_out)
     if not np.array_equal(_evaluate(nodes, arrays, product.input[1]), weight):
         return None
-    return WeightChain(product, nodes, set(arrays), codes, steps.astype(np.float32), block)
+    return WeightChain(product, nodes, set(arrays), codes, steps.astype(np.float32))
 
 
 def _evaluate(nodes: list[Any], arrays: dict[str, np.ndarray], output: str) -> np.ndarray:
@@ -163,8 +163,8 @@ def _packed(chain: WeightChain) -> tuple[np.ndarray, np.ndarray, int]:
         blocks = -(-d_in // block)
         scales = np.repeat(chain.steps.T, blocks, axis=1)
     else:
-        block, blocks = chain.block, chain.steps.shape[0]
-        scales = chain.steps.T
+        blocks = chain.steps.shape[0]
+        block, scales = d_in // blocks, chain.steps.T
     unsigned = np.full((d_out, blocks * block), ZERO_POINT, dtype=np.uint8)
     unsigned[:, :d_in] = (chain.codes.T.astype(np.int16) + ZERO_POINT).astype(np.uint8)
     unsigned = unsigned.reshape(d_out, blocks, block)

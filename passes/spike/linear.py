@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ember.passes.spike.neurons import burst
-from ember.spike_codes import activation_codes, amplitude, group_ranges
+from ember.spike_codes import activation_codes, amplitude, group_ranges, weight_steps
 
 _SPLIT = ("plain", "salient")
 
@@ -84,12 +84,8 @@ def _(x, codes_t, weight_scale, bias):
 
 
 def dequantized_t(codes_t: torch.Tensor, weight_scale: torch.Tensor) -> torch.Tensor:
-    """(Wq ⊙ s)ᵀ in fp32 (in, out): the block k of g input rows times its steps s_k."""
-    weight = codes_t.to(torch.float32)
-    if weight_scale.dim() == 1:
-        return weight * weight_scale
-    blocks, d_out = weight_scale.shape
-    return (weight.reshape(blocks, -1, d_out) * weight_scale[:, None, :]).reshape(weight.shape)
+    """(Wq ⊙ s)ᵀ in fp32 (in, out), each weight times its row's or its block's step."""
+    return codes_t.to(torch.float32) * weight_steps(weight_scale, codes_t.shape[0]).T
 
 
 class SpikeLinear(nn.Module):

@@ -26,13 +26,7 @@ from torch import nn
 
 from ember.passes.decoders.layouts import DecoderLayout
 from ember.passes.spike.linear import SpikeLinear
-from ember.passes.spike.quantizers import (
-    column_limits,
-    gptq,
-    round_to_grid,
-    step_matrix,
-    weight_scales,
-)
+from ember.passes.spike.quantizers import column_limits, gptq, round_to_grid, weight_scales
 from ember.passes.spike.saliency import (
     GramCollector,
     activation_saliency,
@@ -41,6 +35,7 @@ from ember.passes.spike.saliency import (
     weight_saliency,
 )
 from ember.progress import QUIET, Progress
+from ember.spike_codes import weight_steps
 
 CHUNK = 4  # calibration windows per forward
 
@@ -161,7 +156,7 @@ def _quantize_weight(weight: torch.Tensor, gram: torch.Tensor, tokens: int, plan
                      columns: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     grid = "ternary" if plan.ternary else "int"
     scale = weight_scales(weight, grid, plan.w_bits, plan.group)
-    steps = step_matrix(scale, weight.shape[1]) if plan.group else scale
+    steps = weight_steps(scale, weight.shape[1]) if plan.group else scale
     limits = column_limits(weight.shape[1], grid, plan.w_bits, columns, plan.steps)
     if plan.compensated:
         return gptq(weight, gram, tokens, steps, limits), scale

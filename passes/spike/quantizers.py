@@ -51,19 +51,13 @@ def row_scales(weight: torch.Tensor, grid: str, bits: int) -> torch.Tensor:
 
 def weight_scales(weight: torch.Tensor, grid: str, bits: int, group: int = 0) -> torch.Tensor:
     """`row_scales` (out,) when `group` is 0; else the block steps (in / group, out), laid out
-    as the transposed codes (in, out) the layers store are: block k is rows k·g..(k+1)·g - 1."""
+    as the transposed codes (in, out) the layers store are: block k is rows k·g..(k+1)·g - 1
+    (`spike_codes.weight_steps` spreads them onto every weight)."""
     if not group:
         return row_scales(weight, grid, bits)
     d_out, d_in = weight.shape
     blocks = weight.abs().reshape(d_out, d_in // group, group).amax(dim=2)
     return (blocks.clamp_min(1e-12) / weight_levels(bits)).T.contiguous()
-
-
-def step_matrix(scale: torch.Tensor, d_in: int) -> torch.Tensor:
-    """The step of every weight (out, in): a row's step, or its block's."""
-    if scale.dim() == 1:
-        return scale[:, None].expand(-1, d_in)
-    return scale.T.repeat_interleave(d_in // scale.shape[0], dim=1)
 
 
 def column_limits(d_in: int, grid: str, bits: int, salient_columns: torch.Tensor | None,

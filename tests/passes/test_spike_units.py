@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 
 from ember.passes.spike.linear import SpikeLinear
 from ember.passes.spike.neurons import burst, gif_step, ternary_planes
-from ember.passes.spike.quantizers import gptq, round_to_grid, step_matrix, weight_scales
+from ember.passes.spike.quantizers import gptq, round_to_grid, weight_scales
 from ember.passes.spike.saliency import (
     GramCollector,
     activation_saliency,
     top_channels,
     weight_saliency,
 )
-from ember.spike_codes import amplitude
+from ember.spike_codes import amplitude, weight_steps
 
 
 @pytest.mark.parametrize("a_bits,steps", [(4, 2), (4, 4), (2, 3), (8, 2)])
@@ -126,7 +126,7 @@ def test_block_steps_are_each_blocks_own_range():
     assert scale.shape == (4, 6)
     assert scale[2, 2] == pytest.approx(50.0 / 7)
     assert scale[:, 2].tolist().count(scale[2, 2].item()) == 1
-    steps = step_matrix(scale, 64)
+    steps = weight_steps(scale, 64)
     assert steps.shape == (6, 64) and torch.equal(steps[2, 32:48], scale[2, 2].expand(16))
     codes = round_to_grid(w, steps, torch.full((64,), 7.0, dtype=torch.float64))
     assert (w - codes * steps).abs().max() <= steps.max() / 2 + 1e-12
@@ -137,7 +137,7 @@ def test_gptq_with_block_steps_beats_round_to_nearest():
     torch.manual_seed(6)
     x = torch.randn(2000, 64, dtype=torch.float64) @ torch.randn(64, 64, dtype=torch.float64)
     w = torch.randn(16, 64, dtype=torch.float64)
-    steps = step_matrix(weight_scales(w, "int", 4, group=32), 64)
+    steps = weight_steps(weight_scales(w, "int", 4, group=32), 64)
     limits = torch.full((64,), 7.0, dtype=torch.float64)
     rtn = round_to_grid(w, steps, limits)
     comp = gptq(w, x.T @ x, 2000, steps, limits)

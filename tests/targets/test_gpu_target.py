@@ -116,27 +116,19 @@ def test_digits_with_sfc_compiles_and_verifies_on_the_cpu_path(tmp_path, capsys)
     assert {"model.onnx", "gpu/program.json", "gpu/weights.safetensors"} <= set(manifest["files"])
 
 
-def test_spiking_llama_compiles_with_integer_projections(tmp_path, capsys):
+@pytest.mark.parametrize(("options", "kind"), [
+    ("", "spike"),  # integer activations and weights, one step per row
+    ("a_bits=16,w_group=32,", "weight_only"),  # block-wise steps: run dequantized
+])
+def test_spiking_llama_compiles_with_its_projections(tmp_path, capsys, options, kind):
     code, err = _compile(tmp_path, capsys, "--model", "builtin:tiny-llama", "--pass",
-                         "spike:data=random,calib_windows=4,calib_seq=32")
+                         f"spike:{options}data=random,calib_windows=4,calib_seq=32")
     assert code == 0, err
     program = json.loads((tmp_path / "a/gpu/program.json").read_text())
     kinds = {entry["kind"] for layer in program["layers"] for entry in layer["linears"].values()}
-    assert kinds == {"spike"}
+    assert kinds == {kind}
     outputs = json.loads((tmp_path / "a/manifest.json").read_text())["verification"]["outputs"]
-    if NO_GPU:
-        assert outputs["logits"]["max_abs"] < 1e-4
-
-
-def test_block_wise_weight_only_projections_run_dequantized(tmp_path, capsys):
-    code, err = _compile(tmp_path, capsys, "--model", "builtin:tiny-llama", "--pass",
-                         "spike:a_bits=16,w_group=32,data=random,calib_windows=4,calib_seq=32")
-    assert code == 0, err
-    program = json.loads((tmp_path / "a/gpu/program.json").read_text())
-    kinds = {entry["kind"] for layer in program["layers"] for entry in layer["linears"].values()}
-    assert kinds == {"weight_only"}
-    outputs = json.loads((tmp_path / "a/manifest.json").read_text())["verification"]["outputs"]
-    if NO_GPU:  # a per-row step where a block's belongs would be far off
+    if NO_GPU:  # (a per-row step where a block's belongs would be far off)
         assert outputs["logits"]["max_abs"] < 1e-4
 
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from ember.runtime.gpu.int4.pack import GROUP, PackedInt4, pack_nibbles
 from ember.runtime.gpu.int8.gemm import SEGMENT_ALIGN, int8_gemm_two_group
 from ember.runtime.gpu.int8.quant import int8_gemm_two_group_reference
-from ember.spike_codes import activation_codes, amplitude, group_ranges
+from ember.spike_codes import activation_codes, amplitude, group_ranges, weight_steps
 
 INT8_TOP = 127
 
@@ -67,7 +67,7 @@ class WeightOnlyLinear(torch.nn.Module):
                  dtype: torch.dtype) -> None:
         super().__init__()
         codes = codes_t.T.contiguous()  # (N, K) int8
-        self.weight = (codes.float() * _steps(scale.float(), codes.shape[1])).to(dtype)
+        self.weight = (codes.float() * weight_steps(scale.float(), codes.shape[1])).to(dtype)
         self.bias = bias.to(dtype)
         # the int4 GEMV repacks per-row steps; block-wise steps (in / g, out) run dequantized
         per_row = scale.dim() == 1
@@ -78,13 +78,6 @@ class WeightOnlyLinear(torch.nn.Module):
         if self.packed is not None and x.is_cuda and _tokens(x) == 1:
             return _gemv(x, self.packed, self.bias)
         return F.linear(x, self.weight, self.bias)
-
-
-def _steps(scale: torch.Tensor, d_in: int) -> torch.Tensor:
-    """Each weight's step (N, K): a row's (N,) or its block's ((K / g, N) block steps)."""
-    if scale.dim() == 1:
-        return scale[:, None]
-    return scale.T.repeat_interleave(d_in // scale.shape[0], dim=1)
 
 
 class SpikeGpuLinear(torch.nn.Module):
